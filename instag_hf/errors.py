@@ -1,0 +1,95 @@
+"""Every exception instag_hf raises.
+
+Each class has a stdlib base as well as :class:`InstagError`, so callers can catch
+``ValueError`` or ``ConnectionError`` without importing this module. Exceptions cross
+``Dataset.map(num_proc=...)`` worker processes by pickling: every class here takes its
+message as the only positional argument and keeps extra context as keyword-only
+attributes, which ``__reduce__`` carries along.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class InstagError(Exception):
+    """Base class of every error raised by instag_hf."""
+
+    def __init__(self, message: str = "", **context: Any) -> None:
+        super().__init__(message)
+        self.context = context
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), str(self), self.context))
+
+    def __str__(self) -> str:
+        return self.args[0] if self.args else ""
+
+
+def _rebuild(cls: type[InstagError], message: str, context: dict[str, Any]) -> InstagError:
+    return cls(message, **context)
+
+
+class ConfigurationError(InstagError, ValueError):
+    """A setting or argument is invalid; the message says which and how to fix it."""
+
+
+class NoEndpointError(ConfigurationError):
+    """Tagging was asked for but no endpoint is configured."""
+
+
+class FormatError(InstagError, ValueError):
+    """The dataset's rows are in no format the tagger recognises."""
+
+
+class MissingColumnError(InstagError, ValueError):
+    """A column that an earlier step of the chain writes is missing."""
+
+
+class EndpointError(InstagError, ConnectionError):
+    """The tagging endpoint cannot be used (unreachable, or failing for every request)."""
+
+
+class ParseError(InstagError, ValueError):
+    """A model answer holds no tag that could be recovered."""
+
+
+class NormalizationError(InstagError, ValueError):
+    """A TagNormalizer cannot be fitted, applied, saved or loaded."""
+
+
+class NotFittedError(NormalizationError):
+    """A TagNormalizer was used before ``fit`` or ``load``."""
+
+
+class SamplingError(InstagError, ValueError):
+    """A sampling request cannot be met."""
+
+
+class CardError(InstagError, ValueError):
+    """A dataset card cannot be built from what was given."""
+
+
+class HubError(InstagError, RuntimeError):
+    """Pushing to, or reading from, the Hub failed; nothing half-made was left behind."""
+
+
+class RefreshError(InstagError, RuntimeError):
+    """A scheduled refresh could not complete; the message names the target."""
+
+
+__all__ = [
+    "CardError",
+    "ConfigurationError",
+    "EndpointError",
+    "FormatError",
+    "HubError",
+    "InstagError",
+    "MissingColumnError",
+    "NoEndpointError",
+    "NormalizationError",
+    "NotFittedError",
+    "ParseError",
+    "RefreshError",
+    "SamplingError",
+]
