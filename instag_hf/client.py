@@ -1,0 +1,211 @@
+"""Asking the endpoints for one query's tags: retries, re-asks, cache, fail-fast.
+
+A :class:`TaggingClient` lives inside one event loop of one process (``Dataset.map``
+creates a loop per map call and per worker). It owns the ``aiohttp`` session and the
+:class:`~instag_hf.pool.EndpointPool`, so concurrency spans every batch that loop runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from instag_hf.cache import RequestCache, request_key
+from instag_hf.endpoint import ServerInfo, build_request, post, read_reply
+from instag_hf.errors import EndpointError
+from instag_hf.parsing import ParseResult, parse_tags
+from instag_hf.pool import EndpointPool
+from instag_hf.prompts import TAGS_JSON_SCHEMA, PromptTemplate
+from instag_hf.retry import RetryPolicy
+
+logger = logging.getLogger(__name__)
+
+#: Characters per token assumed when fitting a query under a server's input limit. Real
+#: tokenizers average ~4 for English and ~3 for code; 3 errs on the side of fitting.
+CHARS_PER_TOKEN = 3
+
+
+@dataclass
+class TaggingStats:
+    """Counters of one process, for progress bars, benchmarks and tests."""
+
+    requests: int = 0
+    retries: int = 0
+    cache_hits: int = 0
+    answered: int = 0
+    failed: int = 0
+    reasked: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One query's outcome: parsed tags, or why there are none."""
+
+    parsed: ParseResult | None
+    error: str | None = None
+
+
+class TaggingClient:
+    def __init__(
+        self,
+        infos: list[ServerInfo],
+        template: PromptTemplate,
+        *,
+        max_new_tokens: int,
+        concurrency: int | None,
+        timeout: float,
+        retry: RetryPolicy,
+        parse_retries: int,
+        fail_fast_after: int,
+        cache: RequestCache | None,
+        headers: dict[str, str] | None,
+        stats: TaggingStats,
+    ) -> None:
+        self.infos = infos
+        self.template = template
+        self.params = {"max_new_tokens": max_new_tokens, "do_sample": False}
+        self.timeout = timeout
+        self.retry = retry
+        self.parse_retries = parse_retries
+        self.fail_fast_after = fail_fast_after
+        self.cache = cache
+        self.headers = headers
+        self.stats = stats
+        self.pool = EndpointPool(infos, concurrency)
+        self.identity = infos[0].identity
+        self._session: aiohttp.ClientSession | None = None
+        self._pending: dict[str, asyncio.Future[Answer]] = {}
+        self._failures_in_a_row = 0
+        self._max_query_chars = _max_query_chars(infos, template, max_new_tokens)
+
+    @property
+    def max_query_chars(self) -> int | None:
+        return self._max_query_chars
+
+    def key(self, query: str) -> str:
+        return request_key(self.identity, self.template.sha256, query, self.params)
+
+    def cached(self, queries: list[str]) -> dict[str, Answer]:
+        """Answers already on disk, by query."""
+        if self.cache is None or not queries:
+            return {}
+        keys = {self.key(q): q for q in queries}
+        found = self.cache.get_many(keys)
+        self.stats.cache_hits += len(found)
+        return {keys[k]: Answer(parse_tags(text)) for k, text in found.items()}
+
+    async def ask(self, query: str) -> Answer:
+        """The answer for ``query``; concurrent askers of one query share one request."""
+        key = self.key(query)
+        pending = self._pending.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            answer = await self._ask(query, key)
+            future.set_result(answer)
+            return answer
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # mark retrieved: sharers re-raise it themselves
+            raise
+        finally:
+            del self._pending[key]
+
+    async def _ask(self, query: str, key: str) -> Answer:
+        prompt = self.template.render(query)
+        parsed: ParseResult | None = None
+        for attempt in range(1 + self.parse_retries):
+            # A greedy re-ask would repeat the same answer: later asks sample, seeded.
+            params = self.params if attempt == 0 else {**self.params, "do_sample": True, "temperature": 0.7, "seed": attempt}
+            if attempt:
+                self.stats.reasked += 1
+            text, error = await self._generate(prompt, params)
+            if text is None:
+                self.stats.failed += 1
+                return Answer(None, error)
+            parsed = parse_tags(text)
+            if parsed.error is None:
+                break
+        if self.cache is not None:
+            self.cache.put(key, text)
+        self.stats.answered += 1
+        return Answer(parsed)
+
+    async def _generate(self, prompt: str, params: dict[str, Any]) -> tuple[str | None, str | None]:
+        """Generated text, or (None, what went wrong after the last attempt)."""
+        session = self._session_for_loop()
+        raw = self.template.is_raw
+        attempt = 0
+        while True:
+            attempt += 1
+            async with self.pool.slot() as slot:
+                path, body = build_request(slot.info, prompt, raw, params, TAGS_JSON_SCHEMA)
+                self.stats.requests += 1
+                status, payload, retry_after, error = await post(
+                    session, slot.info.url + path, body, self.timeout, self.headers
+                )
+            if error is None:
+                text = read_reply(path, payload)
+                if text is not None:
+                    self.pool.succeeded(slot)
+                    self._failures_in_a_row = 0
+                    return text, None
+                status, error = 502, "the response holds no generated text"
+            if status == 429 or (status is None and error.startswith("timed out")):
+                self.pool.overloaded(slot)
+            elif status is None:
+                self.pool.unreachable(slot)
+            wait = self.retry.decide(attempt, status, retry_after)
+            if wait is None:
+                return None, self._give_up(slot.info.url, status, error, attempt)
+            self.stats.retries += 1
+            await asyncio.sleep(wait)
+
+    def _give_up(self, url: str, status: int | None, error: str, attempts: int) -> str:
+        what = f"HTTP {status}: {error}" if status is not None else error
+        if self.retry.is_retryable(status):
+            self._failures_in_a_row += 1
+            if self._failures_in_a_row >= self.fail_fast_after:
+                raise EndpointError(
+                    f"{self._failures_in_a_row} requests in a row failed after {attempts} attempts each "
+                    f"(last from {url}: {what}). The endpoint looks down: check it and run the same map "
+                    "again; every answer received so far is cached and will not be asked again.",
+                    url=url,
+                )
+            return f"request failed after {attempts} attempts: {what}"
+        return f"request rejected: {what}"
+
+    def _session_for_loop(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # limit=0: the pool, not the connector, bounds what is in flight.
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _max_query_chars(infos: list[ServerInfo], template: PromptTemplate, max_new_tokens: int) -> int | None:
+    """Longest query (characters) that fits every endpoint's input limit, when one says it."""
+    budgets = []
+    for info in infos:
+        limits = [n for n in (info.max_input_tokens,) if n]
+        if info.max_total_tokens:
+            limits.append(info.max_total_tokens - max_new_tokens)
+        if limits:
+            budgets.append(min(limits))
+    if not budgets:
+        return None
+    template_tokens = -(-len(template.text) // CHARS_PER_TOKEN)
+    return max(0, (min(budgets) - template_tokens) * CHARS_PER_TOKEN)

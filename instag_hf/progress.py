@@ -1,0 +1,41 @@
+"""Live progress of tagging: rows/s, requests in flight, retries, errors.
+
+A tqdm bar from ``datasets.utils.tqdm``, so ``datasets.disable_progress_bars()`` and
+``HF_DATASETS_DISABLE_PROGRESS_BARS=1`` silence it like every other bar of the chain.
+"""
+
+from __future__ import annotations
+
+import time
+
+from instag_hf.client import TaggingStats
+
+_REFRESH_SECONDS = 0.5  # postfix updates cost a terminal write: not on every batch
+
+
+class TaggingProgress:
+    def __init__(self, stats: TaggingStats) -> None:
+        from datasets.utils.tqdm import tqdm
+
+        self.stats = stats
+        self.bar = tqdm(desc="InsTag tagging", unit=" rows", dynamic_ncols=True)
+        self._last = 0.0
+
+    @classmethod
+    def create(cls, enabled: bool | None, stats: TaggingStats) -> TaggingProgress | None:
+        from datasets.utils.tqdm import are_progress_bars_disabled
+
+        if enabled is False or (enabled is None and are_progress_bars_disabled()):
+            return None
+        return cls(stats)
+
+    def update(self, rows: int, in_flight: int) -> None:
+        self.bar.update(rows)
+        now = time.monotonic()
+        if now - self._last >= _REFRESH_SECONDS:
+            self._last = now
+            s = self.stats
+            self.bar.set_postfix(
+                in_flight=in_flight, requests=s.requests, cached=s.cache_hits, retries=s.retries,
+                errors=s.failed, refresh=False,
+            )

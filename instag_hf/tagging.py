@@ -1,0 +1,439 @@
+"""``ds.map(instag_hf.tag, batched=True)``: tag every user query with intention tags.
+
+:class:`Tagger` is the configurable callable; :data:`tag` is a ready-made one whose
+endpoint comes from ``INSTAG_ENDPOINT``. Two ways to call a Tagger:
+
+- ``ds.map(tagger, batched=True)``: synchronous, works everywhere (``num_proc``, Ray Data's
+  ``map_batches``, a plain call on a dict of lists). Requests of a batch run concurrently.
+- ``ds.map(tagger.atag, batched=True)`` (what :data:`tag` is): a coroutine function, so
+  ``datasets`` runs many batches at once in one event loop and the endpoints' slots stay
+  busy across batch boundaries instead of idling while a batch's slowest request finishes.
+
+Both return the batch with ``instag_raw_tags`` and ``instag_error`` added, as a pyarrow
+Table whose column types are fixed, so a batch where every row failed still has the
+schema (``datasets`` would otherwise infer ``null`` from it). Because the whole batch is
+returned, ``map(remove_columns=...)`` has no effect here: call ``.remove_columns()`` on the
+result instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from instag_hf import constants
+from instag_hf.cache import RequestCache
+from instag_hf.client import Answer, TaggingClient, TaggingStats
+from instag_hf.endpoint import ServerInfo, detect_server
+from instag_hf.errors import ConfigurationError, EndpointError, NoEndpointError
+from instag_hf.formats import FORMAT_NAMES, RowFormat, RowQueries, detect_format, extract_queries
+from instag_hf.progress import TaggingProgress
+from instag_hf.prompts import MAX_NEW_TOKENS, PromptTemplate, get_template
+from instag_hf.retry import RetryPolicy
+
+logger = logging.getLogger(__name__)
+
+RAW_TAGS_COLUMN = "instag_raw_tags"
+ERROR_COLUMN = "instag_error"
+RAW_TAG_TYPE = pa.struct([("turn", pa.int32()), ("tag", pa.string()), ("explanation", pa.string())])
+RAW_TAGS_TYPE = pa.list_(RAW_TAG_TYPE)
+
+_NO_ENDPOINT = (
+    "No tagging endpoint: set INSTAG_ENDPOINT=http://host:port (comma-separate several) "
+    "or pass Tagger(endpoint=...)"
+)
+
+
+class Tagger:
+    """A batched map function that tags user queries through TGI or an OpenAI-compatible server.
+
+    Args:
+        endpoint: URL of the server, or several (a list or a comma-separated string) to
+            spread the load over. None reads ``INSTAG_ENDPOINT`` when tagging starts.
+        template: ``"paper"`` (default, the paper's prompt byte-exact), ``"instagger"``
+            (InsTagger's Vicuna prompt), a custom text with ``{query}``, or a
+            :class:`~instag_hf.prompts.PromptTemplate`.
+        format: Force the row format (``"sharegpt"``, ``"messages"``, ``"alpaca"``,
+            ``"prompt"``); detected from the columns by default.
+        column: Force the column that holds the queries.
+        max_new_tokens: Generation budget per answer.
+        concurrency: Cap on requests in flight per endpoint (the server's own
+            ``max_concurrent_requests`` is never exceeded either way).
+        timeout: Seconds before one request is abandoned and retried
+            (default ``INSTAG_REQUEST_TIMEOUT`` or 120).
+        retry: The :class:`~instag_hf.retry.RetryPolicy` for failed requests.
+        parse_retries: How many times an answer with no recoverable tag is asked again
+            (sampling, seeded) before it becomes the row's ``instag_error``.
+        long_queries: ``"truncate"`` (default) cuts a query that cannot fit the server's
+            input limit (TGI's ``/info``) and says so in ``instag_error``; ``"error"`` sends
+            nothing for it and sets ``instag_error``.
+        fail_fast_after: Stop the whole map with :class:`~instag_hf.errors.EndpointError`
+            after this many requests in a row failed every attempt, instead of marking
+            every remaining row failed.
+        cache: True (default, unless ``INSTAG_CACHE=0``) keeps every answer in the on-disk
+            request cache, a folder path puts the cache there, False turns it off.
+        progress: Show a progress bar; None follows ``datasets``' progress-bar switch.
+        headers: Extra HTTP headers for every request (say, ``Authorization`` for a
+            protected endpoint). They are secrets: never hashed, pickled or logged, so
+            ``num_proc`` workers do not get them either.
+
+    Example:
+        >>> tagger = Tagger("http://127.0.0.1:8080")  # doctest: +SKIP
+        >>> ds = ds.map(tagger.atag, batched=True)     # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        endpoint: str | Sequence[str] | None = None,
+        *,
+        template: str | PromptTemplate = "paper",
+        format: str | None = None,
+        column: str | None = None,
+        max_new_tokens: int = MAX_NEW_TOKENS,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        parse_retries: int = 1,
+        long_queries: str = "truncate",
+        fail_fast_after: int = 20,
+        cache: bool | str | os.PathLike[str] = True,
+        progress: bool | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._endpoints = _parse_endpoints(endpoint)
+        self.template = get_template(template)
+        self.format, self.column = format, column
+        if format is not None and format not in FORMAT_NAMES:
+            raise ConfigurationError(f"Unknown format {format!r}: use one of {', '.join(FORMAT_NAMES)}")
+        if max_new_tokens < 1:
+            raise ConfigurationError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if concurrency is not None and concurrency < 1:
+            raise ConfigurationError(f"concurrency must be >= 1 or None, got {concurrency}")
+        if parse_retries < 0:
+            raise ConfigurationError(f"parse_retries must be >= 0, got {parse_retries}")
+        if long_queries not in ("truncate", "error"):
+            raise ConfigurationError(f"long_queries must be 'truncate' or 'error', got {long_queries!r}")
+        if fail_fast_after < 1:
+            raise ConfigurationError(f"fail_fast_after must be >= 1, got {fail_fast_after}")
+        self.max_new_tokens = max_new_tokens
+        self.concurrency = concurrency
+        self.timeout = float(timeout) if timeout is not None else constants.request_timeout()
+        self.retry = retry or RetryPolicy()
+        self.parse_retries = parse_retries
+        self.long_queries = long_queries
+        self.fail_fast_after = fail_fast_after
+        self.cache_setting = cache if isinstance(cache, bool) else os.fspath(cache)
+        self.progress = progress
+        self._headers = dict(headers) if headers else None
+        self._reset_runtime()
+
+    # -- configuration -----------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """The endpoints in use: the configured ones, else those in ``INSTAG_ENDPOINT``."""
+        return self._endpoints or constants.endpoints_from_env()
+
+    @property
+    def stats(self) -> TaggingStats:
+        """Counters of this process: requests, retries, cache hits, answers, failures."""
+        return self._stats
+
+    def _config(self) -> dict[str, Any]:
+        # Everything that decides the output, and nothing secret: this is what datasets
+        # hashes into the map's fingerprint and what num_proc workers receive.
+        return {
+            "endpoints": list(self.endpoints),
+            "template": {"name": self.template.name, "text": self.template.text, "kind": self.template.kind},
+            "format": self.format,
+            "column": self.column,
+            "max_new_tokens": self.max_new_tokens,
+            "parse_retries": self.parse_retries,
+            "long_queries": self.long_queries,
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            **self._config(),
+            "concurrency": self.concurrency,
+            "timeout": self.timeout,
+            "retry": self.retry,
+            "fail_fast_after": self.fail_fast_after,
+            "cache": self.cache_setting,
+            "progress": self.progress,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        template = PromptTemplate(**state["template"])
+        self.__init__(  # type: ignore[misc]
+            state["endpoints"] or None,
+            template=template,
+            format=state["format"],
+            column=state["column"],
+            max_new_tokens=state["max_new_tokens"],
+            concurrency=state["concurrency"],
+            timeout=state["timeout"],
+            retry=state["retry"],
+            parse_retries=state["parse_retries"],
+            long_queries=state["long_queries"],
+            fail_fast_after=state["fail_fast_after"],
+            cache=state["cache"],
+            progress=state["progress"],
+        )
+
+    def __repr__(self) -> str:
+        where = ",".join(self._endpoints) if self._endpoints else "$INSTAG_ENDPOINT"
+        return f"Tagger(endpoint={where!r}, template={self.template.name!r})"
+
+    # -- runtime (per process, never pickled) ------------------------------------------
+
+    def _reset_runtime(self) -> None:
+        self._pid = os.getpid()
+        self._infos: dict[tuple[str, ...], list[ServerInfo]] = {}
+        self._clients: dict[tuple[int, tuple[str, ...]], tuple[asyncio.AbstractEventLoop, TaggingClient]] = {}
+        self._formats: dict[tuple[str, ...], RowFormat] = {}
+        self._stats = TaggingStats()
+        self._progress: TaggingProgress | None = None
+        self._thread_loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def _check_process(self) -> None:
+        if self._pid != os.getpid():  # forked: sockets, threads and loops stay behind
+            self._reset_runtime()
+
+    def _server_infos(self, endpoints: tuple[str, ...]) -> list[ServerInfo]:
+        # Detected once per process; keyed by endpoints since INSTAG_ENDPOINT may change.
+        with self._lock:
+            if endpoints not in self._infos:
+                self._infos[endpoints] = _detect_all(endpoints, self.timeout, self._headers)
+            return self._infos[endpoints]
+
+    def _client(self, endpoints: tuple[str, ...]) -> TaggingClient:
+        loop = asyncio.get_running_loop()
+        entry = self._clients.get((id(loop), endpoints))
+        if entry is not None and entry[0] is loop:
+            return entry[1]
+        self._close_idle_clients()
+        cache = None
+        if self.cache_setting is not False and constants.cache_enabled():
+            cache = RequestCache(None if self.cache_setting is True else self.cache_setting)
+        client = TaggingClient(
+            self._server_infos(endpoints),
+            self.template,
+            max_new_tokens=self.max_new_tokens,
+            concurrency=self.concurrency,
+            timeout=self.timeout,
+            retry=self.retry,
+            parse_retries=self.parse_retries,
+            fail_fast_after=self.fail_fast_after,
+            cache=cache,
+            headers=self._headers,
+            stats=self._stats,
+        )
+        if not self._clients:
+            atexit.register(self.close)
+        self._clients[(id(loop), endpoints)] = (loop, client)
+        return client
+
+    def _close_idle_clients(self) -> None:
+        # datasets makes a new event loop per map call and leaves the old one idle.
+        for key, (loop, client) in list(self._clients.items()):
+            if loop.is_closed() or not loop.is_running():
+                _close_client(loop, client)
+                del self._clients[key]
+
+    def close(self) -> None:
+        """Close every connection this Tagger opened in this process (also done at exit)."""
+        for key, (loop, client) in list(self._clients.items()):
+            if loop is self._thread_loop or not loop.is_running():
+                _close_client(loop, client)
+                del self._clients[key]
+        if self._thread_loop is not None:
+            self._thread_loop.call_soon_threadsafe(self._thread_loop.stop)
+            self._thread_loop = None
+
+    def _row_format(self, columns: Sequence[str]) -> RowFormat:
+        key = tuple(columns)
+        fmt = self._formats.get(key)
+        if fmt is None:
+            fmt = self._formats[key] = detect_format(columns, format=self.format, column=self.column)
+        return fmt
+
+    # -- tagging -----------------------------------------------------------------------
+
+    def __call__(self, batch: Any) -> Any:
+        """Tag one batch synchronously (see the module docstring for ``atag``)."""
+        self._check_process()
+        loop = self._background_loop()
+        return asyncio.run_coroutine_threadsafe(self.atag(batch), loop).result()
+
+    async def atag(self, batch: Any) -> Any:
+        """Tag one batch; a coroutine function, so ``Dataset.map`` overlaps batches."""
+        self._check_process()
+        columns, table = _columns_of(batch)
+        fmt = self._row_format(columns)  # a FormatError comes before any request
+        endpoints = self.endpoints
+        if not endpoints:
+            raise NoEndpointError(_NO_ENDPOINT)
+        client = self._client(endpoints)
+        rows = extract_queries(_lists(batch, table, fmt), fmt)
+        progress = self._progress_bar()
+        answers = await self._answers(client, rows)
+        raw_tags, errors = _assemble(rows, answers, client.max_query_chars, self.long_queries)
+        if progress is not None:
+            progress.update(len(rows), client.pool.in_flight)
+        return _with_columns(batch, table, raw_tags, errors)
+
+    async def _answers(self, client: TaggingClient, rows: list[RowQueries]) -> dict[str, Answer]:
+        limit = client.max_query_chars
+        wanted = []
+        for row in rows:
+            for _, query in row.queries:
+                if limit is not None and len(query) > limit:
+                    if self.long_queries == "error":
+                        continue
+                    query = query[:limit]
+                wanted.append(query)
+        unique = list(dict.fromkeys(wanted))
+        answers = client.cached(unique)
+        missing = [q for q in unique if q not in answers]
+        if missing:
+            results = await asyncio.gather(*(client.ask(q) for q in missing))
+            answers.update(zip(missing, results))
+        return answers
+
+    def _progress_bar(self) -> TaggingProgress | None:
+        if self._progress is None:
+            self._progress = TaggingProgress.create(self.progress, self._stats)
+        return self._progress
+
+    def _background_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._thread_loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="instag-tagger", daemon=True).start()
+                self._thread_loop = loop
+            return self._thread_loop
+
+
+def _close_client(loop: asyncio.AbstractEventLoop, client: TaggingClient) -> None:
+    """Close a client's session inside the loop that opened it."""
+    if loop.is_closed():
+        return
+    if loop.is_running():  # the background loop of the synchronous path
+        asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=10)
+        return
+    # An idle loop left by datasets: run it once more, in a thread of its own because this
+    # thread may be running another loop.
+    closer = threading.Thread(target=loop.run_until_complete, args=(client.close(),))
+    closer.start()
+    closer.join(timeout=10)
+
+
+def _parse_endpoints(endpoint: str | Sequence[str] | None) -> tuple[str, ...]:
+    if endpoint is None:
+        return ()
+    parts = endpoint.split(",") if isinstance(endpoint, str) else list(endpoint)
+    urls = tuple(str(p).strip().rstrip("/") for p in parts if str(p).strip())
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"Endpoint {url!r} is not an http(s) URL: write it as http://host:port")
+    return urls
+
+
+def _detect_all(urls: Sequence[str], timeout: float, headers: dict[str, str] | None) -> list[ServerInfo]:
+    infos, failures = [], []
+    for url in urls:
+        try:
+            infos.append(detect_server(url, timeout=min(timeout, 30.0), headers=headers))
+        except EndpointError as error:
+            failures.append(str(error))
+    if not infos:
+        raise EndpointError(" ".join(failures))
+    for error in failures:
+        logger.warning("%s It is left out of this run.", error)
+    models = {info.model_id for info in infos}
+    if len(models) > 1:
+        raise ConfigurationError(
+            f"The endpoints serve different models ({sorted(models)}): tags from different models "
+            "do not mix; give one Tagger the replicas of one model"
+        )
+    return infos
+
+
+def _columns_of(batch: Any) -> tuple[list[str], pa.Table | None]:
+    table = getattr(batch, "pa_table", None)  # datasets' LazyBatch carries its Arrow table
+    if isinstance(batch, pa.Table):
+        table = batch
+    if table is not None:
+        return table.column_names, table
+    if not isinstance(batch, Mapping):
+        raise ConfigurationError(
+            f"A Tagger takes a batch (a dict of column lists), got {type(batch).__name__}: call "
+            "ds.map(tagger, batched=True) without input_columns, and choose the column with Tagger(column=...)"
+        )
+    return list(batch.keys()), None
+
+
+def _lists(batch: Any, table: pa.Table | None, fmt: RowFormat) -> dict[str, list]:
+    names = [fmt.column] + ([fmt.input_column] if fmt.input_column else [])
+    if table is not None:
+        return {name: table.column(name).to_pylist() for name in names if name in table.column_names}
+    return {name: list(batch[name]) for name in names if name in batch}
+
+
+def _assemble(
+    rows: list[RowQueries], answers: dict[str, Answer], limit: int | None, long_queries: str
+) -> tuple[list[list[dict]], list[str | None]]:
+    raw_tags: list[list[dict]] = []
+    errors: list[str | None] = []
+    for row in rows:
+        tags: list[dict] = []
+        problems = [row.problem] if row.problem else []
+        multi = len(row.queries) > 1 or (row.queries and row.queries[0][0] > 0)
+        for turn, query in row.queries:
+            where = f"turn {turn}: " if multi else ""
+            if limit is not None and len(query) > limit:
+                if long_queries == "error":
+                    problems.append(f"{where}query of {len(query)} characters exceeds the server's input limit "
+                                    f"(~{limit} characters); not sent")
+                    continue
+                problems.append(f"{where}query truncated from {len(query)} to {limit} characters to fit "
+                                "the server's input limit")
+                query = query[:limit]
+            answer = answers[query]
+            if answer.parsed is None:
+                problems.append(f"{where}{answer.error}")
+                continue
+            if answer.parsed.error:
+                problems.append(f"{where}{answer.parsed.error}")
+            elif answer.parsed.warning:
+                problems.append(f"{where}{answer.parsed.warning}")
+            tags.extend({"turn": turn, "tag": t, "explanation": e} for t, e in answer.parsed.tags)
+        raw_tags.append(tags)
+        errors.append("; ".join(problems) if problems else None)
+    return raw_tags, errors
+
+
+def _with_columns(batch: Any, table: pa.Table | None, raw_tags: list, errors: list) -> Any:
+    tags_array = pa.array(raw_tags, type=RAW_TAGS_TYPE)
+    errors_array = pa.array(errors, type=pa.string())
+    if table is None:  # a plain dict of lists (a direct call, Ray's default batches)
+        return {**batch, RAW_TAGS_COLUMN: tags_array.to_pylist(), ERROR_COLUMN: errors}
+    for name, array in ((RAW_TAGS_COLUMN, tags_array), (ERROR_COLUMN, errors_array)):
+        if name in table.column_names:  # tagging again replaces the previous tags
+            table = table.drop_columns([name])
+        table = table.append_column(name, array)
+    return table
+
+
+#: The ready-made map function: ``ds.map(instag_hf.tag, batched=True)``, endpoint from
+#: ``INSTAG_ENDPOINT``. A coroutine function, so batches overlap (see the module docstring).
+tag = Tagger().atag
