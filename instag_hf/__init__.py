@@ -8,10 +8,20 @@
 """
 
 from instag_hf import errors
+from instag_hf.analysis import TagStats, analyze
+from instag_hf.tagging import Tagger, tag
+from instag_hf.sampling import SelectionInfo, sample, selection_info
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SelectionInfo",
+    "TagStats",
+    "Tagger",
     "__version__",
+    "analyze",
     "errors",
+    "sample",
+    "selection_info",
+    "tag",
 ]
