@@ -47,9 +47,7 @@ def tgi_server():
 @pytest.fixture
 def tgi(tgi_server):
     """The shared TGI-protocol server with default knobs and empty statistics."""
-    tgi_server.set_knobs(latency=0.0, jitter=0.0, fault_rate=0.0, fail_first_attempts=0, retry_after=0,
-                         max_concurrent_requests=128, max_input_tokens=1024, max_total_tokens=2048)
-    tgi_server.reset()
+    tgi_server.reset(knobs=True)
     yield tgi_server
 
 
