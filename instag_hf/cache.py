@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from instag_hf import constants
 
 logger = logging.getLogger(__name__)
@@ -59,10 +61,13 @@ class RequestCache:
         # A connection must not cross fork(): num_proc workers each open their own.
         if self._conn is None or self._pid != os.getpid():
             self.directory.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a killed process
-            conn.execute(_SCHEMA)
+            # Switching to WAL and creating the table answer "locked" without waiting when
+            # workers open the file at the same moment: they take turns through a file lock.
+            with FileLock(str(self.path) + ".lock"):
+                conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a killed process
+                conn.execute(_SCHEMA)
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 

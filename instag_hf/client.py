@@ -63,6 +63,7 @@ class TaggingClient:
         retry: RetryPolicy,
         parse_retries: int,
         fail_fast_after: int,
+        fail_fast_seconds: float,
         cache: RequestCache | None,
         headers: dict[str, str] | None,
         stats: TaggingStats,
@@ -74,6 +75,8 @@ class TaggingClient:
         self.retry = retry
         self.parse_retries = parse_retries
         self.fail_fast_after = fail_fast_after
+        self.fail_fast_seconds = fail_fast_seconds
+        self._last_success = time.monotonic()
         self.cache = cache
         self.headers = headers
         self.stats = stats
@@ -82,6 +85,7 @@ class TaggingClient:
         self._session: aiohttp.ClientSession | None = None
         self._pending: dict[str, asyncio.Future[Answer]] = {}
         self._failures_in_a_row = 0
+        self._fatal: EndpointError | None = None  # once set, every request stops with it
         self._max_query_chars = _max_query_chars(infos, template, max_new_tokens)
 
     @property
@@ -129,7 +133,6 @@ class TaggingClient:
                 self.stats.reasked += 1
             text, error = await self._generate(prompt, params)
             if text is None:
-                self.stats.failed += 1
                 return Answer(None, error)
             parsed = parse_tags(text)
             if parsed.error is None:
@@ -146,9 +149,12 @@ class TaggingClient:
         attempt = 0
         while True:
             attempt += 1
+            if self._fatal is not None:
+                raise self._fatal
             async with self.pool.slot() as slot:
                 path, body = build_request(slot.info, prompt, raw, params, TAGS_JSON_SCHEMA)
                 self.stats.requests += 1
+                sent_at = time.monotonic()
                 status, payload, retry_after, error = await post(
                     session, slot.info.url + path, body, self.timeout, self.headers
                 )
@@ -157,31 +163,38 @@ class TaggingClient:
                 if text is not None:
                     self.pool.succeeded(slot)
                     self._failures_in_a_row = 0
+                    self._last_success = time.monotonic()
                     return text, None
                 status, error = 502, "the response holds no generated text"
             if status == 429 or (status is None and error.startswith("timed out")):
-                self.pool.overloaded(slot)
+                self.pool.overloaded(slot, sent_at)
             elif status is None:
                 self.pool.unreachable(slot)
+            self._note_failure(slot.info.url, status, error)
             wait = self.retry.decide(attempt, status, retry_after)
             if wait is None:
-                return None, self._give_up(slot.info.url, status, error, attempt)
+                self.stats.failed += 1
+                what = f"HTTP {status}: {error}" if status is not None else error
+                verb = "failed after" if self.retry.is_retryable(status) else "rejected at"
+                return None, f"request {verb} {attempt} attempt{'s' * (attempt > 1)}: {what}"
             self.stats.retries += 1
             await asyncio.sleep(wait)
 
-    def _give_up(self, url: str, status: int | None, error: str, attempts: int) -> str:
-        what = f"HTTP {status}: {error}" if status is not None else error
-        if self.retry.is_retryable(status):
-            self._failures_in_a_row += 1
-            if self._failures_in_a_row >= self.fail_fast_after:
-                raise EndpointError(
-                    f"{self._failures_in_a_row} requests in a row failed after {attempts} attempts each "
-                    f"(last from {url}: {what}). The endpoint looks down: check it and run the same map "
-                    "again; every answer received so far is cached and will not be asked again.",
-                    url=url,
-                )
-            return f"request failed after {attempts} attempts: {what}"
-        return f"request rejected: {what}"
+    def _note_failure(self, url: str, status: int | None, error: str) -> None:
+        """Stop everything once the endpoints have failed long and often enough."""
+        if not self.retry.is_retryable(status):
+            return  # the request's fault (422 and the like), not the endpoint's
+        self._failures_in_a_row += 1
+        silent_for = time.monotonic() - self._last_success
+        if self._failures_in_a_row >= self.fail_fast_after and silent_for >= self.fail_fast_seconds:
+            what = f"HTTP {status}: {error}" if status is not None else error
+            self._fatal = EndpointError(
+                f"{self._failures_in_a_row} attempts in a row failed and nothing succeeded for "
+                f"{silent_for:.0f}s (last from {url}: {what}). The endpoint looks down: check it and "
+                "run the same map again; every answer received so far is cached and will not be asked again.",
+                url=url,
+            )
+            raise self._fatal
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
         if self._session is None:

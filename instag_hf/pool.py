@@ -2,8 +2,9 @@
 
 Each endpoint has an adaptive bound on requests in flight (AIMD, as TCP does): it starts
 at the server's ``max_concurrent_requests`` (TGI's ``/info``) or a modest default, halves on
-429 "Model is overloaded" and on timeouts — at most once per ``_DECREASE_INTERVAL`` so that
-one burst of rejections counts once — and grows back by one slot per bound's worth of
+429 "Model is overloaded" and on timeouts — once per round trip: only a rejection of a
+request sent after the last decrease counts, so one burst of rejections counts once — and
+grows back by one slot per bound's worth of
 successes, never above the server's limit. A request goes to the endpoint with the most
 free slots. An endpoint whose connections keep failing is set aside for a cooling-off time
 that doubles while it stays down, then tried again.
@@ -24,7 +25,6 @@ logger = logging.getLogger(__name__)
 
 #: In-flight bound for a server that does not say its own (llama.cpp, OpenAI-compatible).
 DEFAULT_CONCURRENCY = 8
-_DECREASE_INTERVAL = 0.5  # seconds
 _SET_ASIDE_AFTER = 3  # consecutive connection failures
 _COOL_OFF_FIRST, _COOL_OFF_MAX = 2.0, 60.0
 
@@ -95,12 +95,11 @@ class EndpointPool:
         if slot.limit < slot.max_limit:
             slot.limit = min(slot.max_limit, slot.limit + 1.0 / slot.limit)
 
-    def overloaded(self, slot: EndpointSlot) -> None:
-        """A 429 or a timeout: the server has less room than we thought."""
-        now = time.monotonic()
-        if now - slot.last_decrease >= _DECREASE_INTERVAL:
+    def overloaded(self, slot: EndpointSlot, sent_at: float) -> None:
+        """A 429 or a timeout of a request sent at ``sent_at``: the server has less room than we thought."""
+        if sent_at >= slot.last_decrease:
             slot.limit = max(1.0, slot.limit / 2)
-            slot.last_decrease = now
+            slot.last_decrease = time.monotonic()
             logger.debug("%s overloaded: in-flight bound now %d", slot.info.url, int(slot.limit))
 
     def unreachable(self, slot: EndpointSlot) -> None:

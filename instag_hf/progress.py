@@ -37,5 +37,5 @@ class TaggingProgress:
             s = self.stats
             self.bar.set_postfix(
                 in_flight=in_flight, requests=s.requests, cached=s.cache_hits, retries=s.retries,
-                errors=s.failed, refresh=False,
+                errors=s.failed,
             )

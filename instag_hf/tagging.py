@@ -74,9 +74,11 @@ class Tagger:
         long_queries: ``"truncate"`` (default) cuts a query that cannot fit the server's
             input limit (TGI's ``/info``) and says so in ``instag_error``; ``"error"`` sends
             nothing for it and sets ``instag_error``.
-        fail_fast_after: Stop the whole map with :class:`~instag_hf.errors.EndpointError`
-            after this many requests in a row failed every attempt, instead of marking
-            every remaining row failed.
+        fail_fast_after, fail_fast_seconds: Stop the whole map with
+            :class:`~instag_hf.errors.EndpointError` once this many attempts in a row have
+            failed (timeouts, refused or dropped connections, 429 and 5xx) and nothing has
+            succeeded for this many seconds, instead of marking every remaining row failed.
+            Both must hold, so a server restart of a few seconds is ridden out by retries.
         cache: True (default, unless ``INSTAG_CACHE=0``) keeps every answer in the on-disk
             request cache, a folder path puts the cache there, False turns it off.
         progress: Show a progress bar; None follows ``datasets``' progress-bar switch.
@@ -102,7 +104,8 @@ class Tagger:
         retry: RetryPolicy | None = None,
         parse_retries: int = 1,
         long_queries: str = "truncate",
-        fail_fast_after: int = 20,
+        fail_fast_after: int = 100,
+        fail_fast_seconds: float = 30.0,
         cache: bool | str | os.PathLike[str] = True,
         progress: bool | None = None,
         headers: Mapping[str, str] | None = None,
@@ -120,8 +123,10 @@ class Tagger:
             raise ConfigurationError(f"parse_retries must be >= 0, got {parse_retries}")
         if long_queries not in ("truncate", "error"):
             raise ConfigurationError(f"long_queries must be 'truncate' or 'error', got {long_queries!r}")
-        if fail_fast_after < 1:
-            raise ConfigurationError(f"fail_fast_after must be >= 1, got {fail_fast_after}")
+        if fail_fast_after < 1 or fail_fast_seconds < 0:
+            raise ConfigurationError(
+                f"fail_fast_after must be >= 1 and fail_fast_seconds >= 0, got {fail_fast_after}, {fail_fast_seconds}"
+            )
         self.max_new_tokens = max_new_tokens
         self.concurrency = concurrency
         self.timeout = float(timeout) if timeout is not None else constants.request_timeout()
@@ -129,6 +134,7 @@ class Tagger:
         self.parse_retries = parse_retries
         self.long_queries = long_queries
         self.fail_fast_after = fail_fast_after
+        self.fail_fast_seconds = float(fail_fast_seconds)
         self.cache_setting = cache if isinstance(cache, bool) else os.fspath(cache)
         self.progress = progress
         self._headers = dict(headers) if headers else None
@@ -166,6 +172,7 @@ class Tagger:
             "timeout": self.timeout,
             "retry": self.retry,
             "fail_fast_after": self.fail_fast_after,
+            "fail_fast_seconds": self.fail_fast_seconds,
             "cache": self.cache_setting,
             "progress": self.progress,
         }
@@ -184,6 +191,7 @@ class Tagger:
             parse_retries=state["parse_retries"],
             long_queries=state["long_queries"],
             fail_fast_after=state["fail_fast_after"],
+            fail_fast_seconds=state["fail_fast_seconds"],
             cache=state["cache"],
             progress=state["progress"],
         )
@@ -233,6 +241,7 @@ class Tagger:
             retry=self.retry,
             parse_retries=self.parse_retries,
             fail_fast_after=self.fail_fast_after,
+            fail_fast_seconds=self.fail_fast_seconds,
             cache=cache,
             headers=self._headers,
             stats=self._stats,

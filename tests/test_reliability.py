@@ -1,0 +1,199 @@
+"""Tagging that survives a misbehaving fleet: faults, retries, fail-fast, adaptive concurrency,
+several endpoints, the request cache, kill-and-resume, progress."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import datasets
+import pytest
+
+from instag_hf import Tagger
+from instag_hf.cache import RequestCache
+from instag_hf.errors import EndpointError
+from instag_hf.retry import RetryPolicy
+from tests.conftest import REPO_ROOT
+from tests.servers.tgi_server import start_tgi_server
+
+FAST_RETRY = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05)
+
+
+def prompts(n: int, salt: str = "") -> datasets.Dataset:
+    return datasets.Dataset.from_dict({"prompt": [f"{salt}How do I solve puzzle number {i} with python?" for i in range(n)]})
+
+
+def assert_nothing_lost(ds: datasets.Dataset) -> None:
+    for row in ds:
+        assert row["instag_raw_tags"] or row["instag_error"], row
+
+
+def test_twenty_percent_mixed_faults_lose_no_row(tgi, request_cache_dir):
+    tgi.set_knobs(fault_rate=0.2, faults=["429", "503", "drop", "prose", "dict", "truncated"], retry_after=0)
+    ds = prompts(2000)
+    tagger = Tagger(tgi.url, cache=request_cache_dir, retry=FAST_RETRY, progress=False)
+    tagged = ds.map(tagger.atag, batched=True, batch_size=250)
+    assert tagged.num_rows == 2000 and tagged["prompt"] == ds["prompt"]
+    assert_nothing_lost(tagged)
+    stats = tgi.stats()
+    assert {"429", "503", "drop", "prose", "dict", "truncated"} <= set(stats["faults"])
+    assert tagger.stats.retries > 0
+    tagged_rows = sum(bool(tags) for tags in tagged["instag_raw_tags"])
+    assert tagged_rows >= 1990  # transport faults are retried; prose and dicts are recovered
+    errors = [e for e in tagged["instag_error"] if e]
+    assert all(("cut off" in e) or ("failed after" in e) or e for e in errors)
+
+
+def test_a_422_is_a_per_row_error_and_is_not_retried(tgi, request_cache_dir):
+    tagger = Tagger(tgi.url, cache=request_cache_dir, retry=FAST_RETRY, progress=False)
+    prompts(1).map(tagger.atag, batched=True)  # detection sees the default limits
+    tgi.set_knobs(max_input_tokens=3)  # the server tightens its limit afterwards
+    tgi.reset()
+    tagged = prompts(4, "long ").map(tagger.atag, batched=True)
+    assert all("HTTP 422" in e for e in tagged["instag_error"])
+    assert set(tgi.stats()["queries"].values()) == {1}
+
+
+def test_retry_after_is_honoured(tgi, request_cache_dir):
+    tgi.set_knobs(fail_first_attempts=1, fail_first_fault="429", retry_after=1)
+    start = time.monotonic()
+    tagged = prompts(3).map(Tagger(tgi.url, cache=request_cache_dir, progress=False).atag, batched=True)
+    assert time.monotonic() - start >= 1.0
+    assert all(error is None for error in tagged["instag_error"])
+    assert set(tgi.stats()["queries"].values()) == {2}
+
+
+def test_unparseable_answers_are_asked_again_once(tgi, tmp_path):
+    tgi.set_knobs(fail_first_attempts=1, fail_first_fault="garbage")
+    tagger = Tagger(tgi.url, cache=tmp_path / "a", progress=False)
+    tagged = prompts(5).map(tagger.atag, batched=True)
+    assert all(tags for tags in tagged["instag_raw_tags"]) and tagger.stats.reasked == 5
+    tgi.reset()
+    tgi.set_knobs(fail_first_attempts=1, fail_first_fault="garbage")
+    stubborn = Tagger(tgi.url, cache=tmp_path / "b", parse_retries=0, progress=False)
+    tagged = prompts(5, "other ").map(stubborn.atag, batched=True)
+    assert all("no JSON" in e or "answer" in e for e in tagged["instag_error"])
+    assert tagged["instag_raw_tags"] == [[]] * 5
+
+
+def test_an_endpoint_that_fails_everything_stops_the_map_fast(tgi, request_cache_dir):
+    tgi.set_knobs(fault_rate=1.0, faults=["503"], retry_after=0)
+    tagger = Tagger(tgi.url, cache=request_cache_dir, retry=FAST_RETRY, fail_fast_after=20, fail_fast_seconds=0.2, progress=False)
+    with pytest.raises(EndpointError, match="in a row failed.*run the same map again"):
+        prompts(500).map(tagger.atag, batched=True)
+    assert tgi.stats()["requests"] < 500 * FAST_RETRY.max_attempts / 2  # stopped, not exhausted
+
+
+def test_concurrency_adapts_to_429_and_stays_under_the_server_limit(tgi, request_cache_dir):
+    tagger = Tagger(tgi.url, cache=request_cache_dir, retry=FAST_RETRY, progress=False)
+    prompts(1, "warm ").map(tagger.atag, batched=True)
+    tgi.set_knobs(max_concurrent_requests=4, latency=0.02)  # /info said 128
+    tgi.reset()
+    tagged = prompts(300).map(tagger.atag, batched=True)
+    assert all(error is None for error in tagged["instag_error"])
+    stats = tgi.stats()
+    assert stats["statuses"].get("429", 0) > 0
+    assert stats["statuses"]["200"] == 300
+    assert stats["statuses"].get("429", 0) < 300  # the bound shrank instead of hammering
+
+
+def test_concurrency_starts_at_the_servers_max_concurrent_requests(tgi, request_cache_dir):
+    tgi.set_knobs(latency=0.2, max_concurrent_requests=16)
+    tagged = prompts(64).map(Tagger(tgi.url, cache=request_cache_dir, progress=False).atag, batched=True)
+    assert all(error is None for error in tagged["instag_error"])
+    assert tgi.stats()["max_in_flight"] == 16 and tgi.stats()["statuses"].get("429", 0) == 0
+
+
+def test_load_spreads_over_endpoints_and_a_dead_one_is_set_aside(tgi, request_cache_dir):
+    with start_tgi_server(latency=0.02) as other:
+        tagger = Tagger([tgi.url, other.url], cache=request_cache_dir, retry=FAST_RETRY, progress=False)
+        tagged = prompts(200).map(tagger.atag, batched=True)
+        assert all(error is None for error in tagged["instag_error"])
+        assert tgi.stats()["requests"] > 0 and other.stats()["requests"] > 0
+    # `other` is gone now: the same tagger keeps going on the endpoint that is left.
+    tagged = prompts(200, "after ").map(tagger.atag, batched=True)
+    assert all(error is None for error in tagged["instag_error"])
+
+
+def test_an_endpoint_down_at_start_is_left_out(tgi, request_cache_dir, caplog):
+    tagger = Tagger(f"{tgi.url},http://127.0.0.1:9", cache=request_cache_dir, progress=False)
+    tagged = prompts(10).map(tagger.atag, batched=True)
+    assert all(error is None for error in tagged["instag_error"])
+    assert "left out" in caplog.text
+
+
+def test_the_request_cache_answers_a_rerun_and_can_be_turned_off_or_cleared(tgi, request_cache_dir):
+    ds = prompts(20)
+    ds.map(Tagger(tgi.url, cache=request_cache_dir, progress=False).atag, batched=True)
+    assert tgi.stats()["requests"] == 20
+    again = Tagger(tgi.url, cache=request_cache_dir, progress=False)
+    ds.map(again.atag, batched=True)  # in memory: datasets' own cache is not involved
+    assert tgi.stats()["requests"] == 20 and again.stats.cache_hits == 20
+    ds.map(Tagger(tgi.url, cache=False, progress=False).atag, batched=True)
+    assert tgi.stats()["requests"] == 40
+    cache = RequestCache(request_cache_dir)
+    assert len(cache) == 20
+    cache.clear()
+    assert len(cache) == 0
+
+
+def test_the_cache_never_stores_a_secret(tgi, request_cache_dir):
+    tagger = Tagger(tgi.url, cache=request_cache_dir, headers={"Authorization": "Bearer hf_supersecret"})
+    prompts(3).map(tagger.atag, batched=True)
+    rows = sqlite3.connect(request_cache_dir / RequestCache.FILENAME).execute("SELECT * FROM answers").fetchall()
+    assert rows and "hf_supersecret" not in repr(rows)
+    assert "127.0.0.1" not in repr(rows)  # keyed by model, not address
+
+
+def test_the_cache_is_shared_by_num_proc_workers(tgi, request_cache_dir):
+    ds = prompts(40)
+    ds.map(Tagger(tgi.url, cache=request_cache_dir, progress=False), batched=True, batch_size=5, num_proc=2)
+    assert len(RequestCache(request_cache_dir)) == 40
+
+
+RESUMABLE_SCRIPT = """
+import sys, datasets
+from instag_hf import Tagger
+url, cache = sys.argv[1], sys.argv[2]
+ds = datasets.Dataset.from_dict({"prompt": [f"Resumable question {i} about cooking" for i in range(600)]})
+tagged = ds.map(Tagger(url, cache=cache, progress=False).atag, batched=True, batch_size=100)
+print(sum(1 for e in tagged["instag_error"] if e is None))
+"""
+
+
+def test_kill_and_resume_sends_no_second_request_for_answered_queries(tgi, request_cache_dir):
+    tgi.set_knobs(latency=0.05, max_concurrent_requests=8)
+    command = [sys.executable, "-c", RESUMABLE_SCRIPT, tgi.url, str(request_cache_dir)]
+    child = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while sum(1 for e in tgi.stats()["log"] if e["status"] == 200) < 300:
+        assert child.poll() is None and time.monotonic() < deadline, "the map ended before it could be killed"
+        time.sleep(0.05)
+    answered = {e["query"] for e in tgi.stats()["log"] if e["status"] == 200}
+    time.sleep(0.3)  # answers received by now were committed as they arrived
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+    rerun = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert rerun.stdout.strip().splitlines()[-1] == "600"
+    counts = tgi.stats()["queries"]
+    assert len(counts) == 600
+    assert {counts[q] for q in answered} == {1}
+
+
+def test_progress_is_silent_when_datasets_progress_bars_are_disabled(tgi, request_cache_dir, capsys):
+    datasets.disable_progress_bars()
+    try:
+        prompts(5).map(Tagger(tgi.url, cache=request_cache_dir).atag, batched=True)
+    finally:
+        datasets.enable_progress_bars()
+    assert "InsTag tagging" not in capsys.readouterr().err
+    prompts(5, "shown ").map(Tagger(tgi.url, cache=request_cache_dir, progress=True).atag, batched=True)
+    err = capsys.readouterr().err
+    assert "InsTag tagging" in err and "in_flight" in err
