@@ -87,7 +87,9 @@ class EndpointPool:
         finally:
             async with self._changed:
                 best.in_flight -= 1
-                self._changed.notify_all()
+                # One slot freed, one waiter woken: notify_all would wake every waiting
+                # request of the whole map (thousands) on each answer, quadratic CPU.
+                self._changed.notify(1)
 
     def succeeded(self, slot: EndpointSlot) -> None:
         slot.failures = 0
