@@ -6,8 +6,9 @@ row is the *first* row of the pass (among rows not yet selected) that carries so
 (If an earlier row of the pass carried tag ``t``, either it was taken and ``t`` is
 covered, or it was skipped because ``t`` was already covered; covered tags only grow.)
 The set of tags seen so far in a pass therefore equals the covered set, and a pass is a
-"first occurrence per tag" scan that numpy does in chunks, stopping as soon as enough rows
-are taken. Every function returns row ids (positions in the dataset), never booleans, and
+"first occurrence per tag": one ``np.minimum.at`` of pass positions over tag ids, whose
+winners, sorted, are the rows the pass takes in the order it takes them (truncated at
+``n``). Every function returns row ids (positions in the dataset), never booleans, and
 keeps the order in which rows would be taken.
 """
 
@@ -17,11 +18,6 @@ import numpy as np
 
 from instag_hf._tagsets import TagSets
 
-#: First chunk of a pass, in tag occurrences; chunks double up to _MAX_CHUNK so that a
-#: small ``n`` stops after a few thousand occurrences and a large one pays little overhead.
-_FIRST_CHUNK = 4_096
-_MAX_CHUNK = 1 << 20
-
 
 def base_order(rows: int, rng: np.random.Generator | None) -> np.ndarray:
     """Original row order, or a seeded permutation: the tie-break of every later sort."""
@@ -30,50 +26,80 @@ def base_order(rows: int, rng: np.random.Generator | None) -> np.ndarray:
 
 def sort_by(order: np.ndarray, key: np.ndarray) -> np.ndarray:
     """``order`` stably sorted by ``key[order]`` ascending (ties keep their place in ``order``)."""
-    return order[np.argsort(key[order], kind="stable")]
+    values = key[order]
+    if values.size and np.issubdtype(values.dtype, np.integer):
+        low, high = int(values.min()), int(values.max())
+        if high - low < 2**16:
+            # numpy's stable sort is a linear-time radix sort for 16-bit keys (tag counts are small).
+            values = (values - low).astype(np.uint16)
+    return order[np.argsort(values, kind="stable")]
 
 
-def gather(ts: TagSets, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lengths and concatenated tag ids of ``rows``, in that order (a CSR row gather)."""
-    lengths = ts.lengths[rows]
-    total = int(lengths.sum())
-    if total == 0:
-        return lengths, np.zeros(0, dtype=ts.tag_ids.dtype)
-    starts = np.zeros(len(rows), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=starts[1:])
-    index = np.repeat(ts.offsets[rows] - starts, lengths) + np.arange(total, dtype=np.int64)
-    return lengths, ts.tag_ids[index]
+def _ranges(offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Occurrence positions of CSR ``rows``, row after row."""
+    starts = offsets[rows]
+    lengths = offsets[rows + 1] - starts
+    before = np.zeros(len(rows), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=before[1:])
+    return np.repeat(starts - before, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
 
 
-def _one_pass(lengths: np.ndarray, tags: np.ndarray, vocab_size: int, need: int) -> np.ndarray:
-    """Positions (ascending) of the rows one pass takes, at most ``need`` of them."""
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    seen = np.zeros(vocab_size, dtype=bool)
-    picked: list[np.ndarray] = []
-    taken = 0
-    row, chunk = 0, _FIRST_CHUNK
-    while row < len(lengths) and taken < need:
-        # Chunks end on row boundaries so that a row is never split across two chunks.
-        end = max(int(np.searchsorted(offsets, offsets[row] + chunk, side="right")) - 1, row + 1)
-        start_occ, end_occ = offsets[row], offsets[end]
-        block = tags[start_occ:end_occ]
-        fresh = np.flatnonzero(~seen[block])
-        if fresh.size:
-            fresh_tags = block[fresh]
-            _, first = np.unique(fresh_tags, return_index=True)
-            rows = np.unique(np.searchsorted(offsets, fresh[first] + start_occ, side="right") - 1)
-            picked.append(rows)
-            taken += rows.size
-            seen[fresh_tags] = True
-        row, chunk = end, min(chunk * 2, _MAX_CHUNK)
-    if not picked:
-        return np.zeros(0, dtype=np.int64)
-    return np.concatenate(picked)[:need]
+def gather(ts: TagSets, rows: np.ndarray) -> np.ndarray:
+    """Tag ids of ``rows``, row after row."""
+    return ts.tag_ids[_ranges(ts.offsets, rows)]
+
+
+class _Pass:
+    """The occurrences still in play, each keyed by its row's position in the pass order.
+
+    Rows outside the pass order (and rows already selected) carry the key ``sentinel``,
+    which loses every ``minimum``; occurrences are dropped for good only once most of them
+    are out of play, so a pass costs one ``np.minimum.at`` over the occurrences left.
+    """
+
+    def __init__(self, ts: TagSets, order: np.ndarray) -> None:
+        self.sentinel = len(order)
+        dtype = np.int32 if len(order) < 2**31 - 1 else np.int64
+        self.position = np.full(ts.rows, self.sentinel, dtype=dtype)
+        self.position[order] = np.arange(len(order), dtype=dtype)
+        self.vocab_size = len(ts.vocabulary)
+        self.rows = np.arange(ts.rows, dtype=np.int64)
+        self.lengths, self.offsets, self.tags = ts.lengths, ts.offsets, ts.tag_ids
+        self.key = np.repeat(self.position, self.lengths)
+        self.live = int(self.lengths[order].sum())
+        self._compact_if_sparse()
+
+    def first_rows(self) -> np.ndarray:
+        """Pass positions (ascending) of the rows that are first to carry some tag."""
+        first = np.full(self.vocab_size, self.sentinel, dtype=self.key.dtype)
+        np.minimum.at(first, self.tags, self.key)
+        return np.unique(first[first < self.sentinel])
+
+    def retire(self, rows: np.ndarray) -> None:
+        """Take ``rows`` out of play (they were selected)."""
+        self.position[rows] = self.sentinel
+        occurrences = _ranges(self.offsets, np.searchsorted(self.rows, rows))
+        self.key[occurrences] = self.sentinel
+        self.live -= occurrences.size
+        self._compact_if_sparse()
+
+    def _compact_if_sparse(self) -> None:
+        if self.live * 2 >= self.key.size:
+            return
+        keep_rows = self.position[self.rows] < self.sentinel
+        keep = np.repeat(keep_rows, self.lengths)
+        self.rows, self.lengths = self.rows[keep_rows], self.lengths[keep_rows]
+        self.tags, self.key = self.tags[keep], self.key[keep]
+        self.offsets = np.zeros(len(self.rows) + 1, dtype=np.int64)
+        np.cumsum(self.lengths, out=self.offsets[1:])
 
 
 def covering_passes(ts: TagSets, order: np.ndarray, n: int, max_passes: int | None = None) -> tuple[np.ndarray, int]:
     """InsTag's Algorithm 1 over the rows of ``order``, taken in that order on every pass.
+
+    Each pass takes, among the rows not selected yet, the first row of ``order`` carrying
+    each tag (see the module docstring for why that is Algorithm 1's pass), in pass order,
+    up to ``n`` rows in all.
 
     Args:
         ts: tag sets.
@@ -86,20 +112,18 @@ def covering_passes(ts: TagSets, order: np.ndarray, n: int, max_passes: int | No
         ``n`` rows come back only when every tagged row of ``order`` was taken (the next
         pass would add nothing) or ``max_passes`` was reached.
     """
-    remaining = order[ts.lengths[order] > 0]
-    lengths, tags = gather(ts, remaining)
+    order = order[ts.lengths[order] > 0]
     selected: list[np.ndarray] = []
     count = passes = 0
-    while count < n and remaining.size and (max_passes is None or passes < max_passes):
-        passes += 1
-        positions = _one_pass(lengths, tags, len(ts.vocabulary), n - count)
-        selected.append(remaining[positions])
-        count += positions.size
-        keep = np.ones(remaining.size, dtype=bool)
-        keep[positions] = False
-        # Compacting after each pass makes the next one scan only rows still in play.
-        tags = tags[np.repeat(keep, lengths)]
-        remaining, lengths = remaining[keep], lengths[keep]
+    if n > 0 and order.size:
+        state = _Pass(ts, order)
+        while count < n and state.live and (max_passes is None or passes < max_passes):
+            passes += 1
+            taken = order[state.first_rows()[: n - count]]
+            selected.append(taken)
+            count += taken.size
+            if count < n:
+                state.retire(taken)
     picked = np.concatenate(selected) if selected else np.zeros(0, dtype=np.int64)
     return picked, passes
 

@@ -13,13 +13,18 @@ may not be).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import Dataset, IterableDataset
+from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 
 from instag_hf.errors import ConfigurationError, MissingColumnError
 
@@ -30,6 +35,11 @@ AnyDataset = Dataset | IterableDataset
 #: Rows per Arrow batch: large enough that per-batch overhead vanishes, small enough that
 #: the strings of one batch stay a few MB.
 BATCH_SIZE = 65_536
+
+#: Threads encoding batches at once (capped: the data arrives from one reader).
+_MAX_WORKERS = 4
+
+_T = TypeVar("_T")
 
 #: Which step of the chain writes each of our columns, for errors that say what to do next.
 _MADE_BY = {
@@ -56,8 +66,9 @@ class TagSets:
     def rows(self) -> int:
         return len(self.offsets) - 1
 
-    @property
+    @cached_property
     def lengths(self) -> np.ndarray:
+        """Tags per row (int64)."""
         return np.diff(self.offsets)
 
 
@@ -67,6 +78,10 @@ def require_column(ds: AnyDataset, tag_column: str) -> None:
     An ``IterableDataset`` may not know its columns before reading; then the first batch
     is checked instead (see :func:`iter_encoded_batches`).
     """
+    if isinstance(ds, (DatasetDict, IterableDatasetDict)):
+        raise ConfigurationError(
+            f"Got a {type(ds).__name__} of splits {', '.join(ds)}; pass one split, e.g. ds[{next(iter(ds), 'train')!r}]."
+        )
     names = ds.column_names
     if names is not None and tag_column not in names:
         raise MissingColumnError(_missing_message(tag_column, names), column=tag_column)
@@ -95,15 +110,56 @@ def _check_type(tag_column: str, type_: pa.DataType) -> None:
     )
 
 
+class Vocabulary:
+    """Tag strings in order of first appearance; ids are positions in that order.
+
+    Batches are mapped onto it with Arrow's hash kernels (``index_in``), so a batch costs a
+    hash of its distinct tags, not a Python lookup per tag.
+    """
+
+    def __init__(self) -> None:
+        self._chunks: list[pa.Array] = []
+        self._array: pa.Array | None = None
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def array(self) -> pa.Array:
+        if self._array is None:
+            self._array = pa.concat_arrays(self._chunks) if self._chunks else pa.array([], pa.large_string())
+        return self._array
+
+    def tags(self) -> tuple[str, ...]:
+        return tuple(self.array().to_pylist())
+
+    def ids(self, dictionary: pa.Array) -> np.ndarray:
+        """Ids of the distinct tags ``dictionary``, adding the ones not seen before."""
+        dictionary = dictionary.cast(pa.large_string())
+        if self._size:
+            found = pc.index_in(dictionary, value_set=self.array()).fill_null(-1)
+            ids = found.to_numpy(zero_copy_only=False).astype(np.int64)
+        else:
+            ids = np.full(len(dictionary), -1, dtype=np.int64)
+        new = ids < 0
+        count = int(np.count_nonzero(new))
+        if count:
+            ids[new] = np.arange(self._size, self._size + count)
+            self._chunks.append(dictionary.filter(pa.array(new)))
+            self._size += count
+            self._array = None
+        return ids.astype(np.int32)
+
+
 def iter_encoded_batches(
-    ds: AnyDataset, tag_column: str, vocabulary: dict[str, int], batch_size: int = BATCH_SIZE
+    ds: AnyDataset, tag_column: str, vocabulary: Vocabulary, batch_size: int = BATCH_SIZE
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(lengths, tag_ids)`` per Arrow batch, growing ``vocabulary`` as tags appear.
 
     Args:
         ds: dataset to read (only ``tag_column`` is read).
         tag_column: list-of-strings column.
-        vocabulary: tag -> id mapping, updated in place; new tags get the next id.
+        vocabulary: updated in place; new tags get the next id.
         batch_size: rows per Arrow batch.
 
     Returns:
@@ -116,39 +172,91 @@ def iter_encoded_batches(
     require_column(ds, tag_column)
     # Reading one column instead of whole rows keeps the other columns' pages untouched.
     reader = ds.select_columns([tag_column]).with_format("arrow")
-    for batch in reader.iter(batch_size=batch_size):
-        if tag_column not in batch.column_names:
-            raise MissingColumnError(_missing_message(tag_column, batch.column_names), column=tag_column)
-        column = batch.column(tag_column)
-        _check_type(tag_column, column.type)
-        yield _encode(column.combine_chunks(), vocabulary)
+    columns = (_checked(batch, tag_column) for batch in reader.iter(batch_size=batch_size))
+    for lengths, local, dictionary in _map_in_order(_encode, columns):
+        # Ids are assigned here, in batch order, so they do not depend on thread timing.
+        yield lengths, vocabulary.ids(dictionary)[local]
 
 
-def _encode(column: pa.Array, vocabulary: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+def _checked(batch: pa.Table, tag_column: str) -> pa.Array:
+    if tag_column not in batch.column_names:
+        raise MissingColumnError(_missing_message(tag_column, batch.column_names), column=tag_column)
+    column = batch.column(tag_column)
+    _check_type(tag_column, column.type)
+    return column.combine_chunks()
+
+
+def _map_in_order(function: Callable[[pa.Array], _T], items: Iterator[pa.Array]) -> Iterator[_T]:
+    """``map(function, items)`` on a few threads, results in input order, a bounded number ahead.
+
+    Arrow's hashing and numpy's sort release the GIL, so batches encode in parallel.
+    """
+    workers = min(_MAX_WORKERS, os.cpu_count() or 1)
+    if workers == 1:
+        yield from map(function, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="instag-read") as pool:
+        pending: deque[Future[_T]] = deque()
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _encode(column: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """Tags per row, batch-local tag indices, and the batch's distinct tags."""
     rows = len(column)
     if pa.types.is_null(column.type) or rows == 0:
-        return np.zeros(rows, dtype=np.int64), np.zeros(0, dtype=np.int32)
+        return np.zeros(rows, dtype=np.int64), np.zeros(0, dtype=np.int32), pa.array([], pa.large_string())
     flat = pc.list_flatten(column)
     parents = pc.list_parent_indices(column)
     if flat.null_count:
         valid = flat.is_valid()
         flat, parents = flat.filter(valid), parents.filter(valid)
+        lengths = np.bincount(parents.to_numpy(zero_copy_only=False), minlength=rows).astype(np.int64)
+    else:
+        # Read from the list offsets: no pass over the occurrences.
+        lengths = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
     encoded = pc.dictionary_encode(flat)
-    local = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-    parent = parents.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-    local_tags = encoded.dictionary.to_pylist()
-    if len(local):
-        # A hash-based distinct count is O(n); only when it finds duplicates do we pay a sort.
-        keys = parent * len(local_tags) + local
-        if pc.count_distinct(pa.array(keys)).as_py() != len(keys):
-            _, first = np.unique(keys, return_index=True)
-            keep = np.sort(first)
-            local, parent = local[keep], parent[keep]
-    to_global = np.fromiter(
-        (vocabulary.setdefault(tag, len(vocabulary)) for tag in local_tags), dtype=np.int32, count=len(local_tags)
-    )
-    lengths = np.bincount(parent, minlength=rows).astype(np.int64, copy=False)
-    return lengths, to_global[local]
+    local = encoded.indices.to_numpy(zero_copy_only=False)
+    parent = parents.to_numpy(zero_copy_only=False)
+    if _has_repeats(parent, local, len(encoded.dictionary)):
+        repeated = _repeats_within_rows(local, lengths)
+        local, parent = local[~repeated], parent[~repeated]
+        lengths = np.bincount(parent, minlength=rows).astype(np.int64, copy=False)
+    return lengths, local, encoded.dictionary
+
+
+def _has_repeats(parent: np.ndarray, local: np.ndarray, distinct: int) -> bool:
+    # One sort of (row, tag) keys answers "any repeat at all?" in a few ms per batch
+    # (numpy's SIMD sort); the common answer is no, and then nothing else runs.
+    if local.size < 2:
+        return False
+    dtype = np.int32 if len(parent) * max(distinct, 1) < 2**31 else np.int64
+    keys = np.sort(parent.astype(dtype) * dtype(distinct) + local.astype(dtype))
+    return bool(np.any(keys[1:] == keys[:-1]))
+
+
+def _repeats_within_rows(tags: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Mask of occurrences whose tag already appeared earlier in the same row.
+
+    Compares each occurrence with the ones 1, 2, ... places before it in its row: the work
+    is the number of pairs inside rows (about 10 per row at 4.5 tags), and the first
+    occurrence of each tag keeps its place.
+    """
+    repeated = np.zeros(tags.size, dtype=bool)
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    position = np.arange(tags.size, dtype=np.int64) - np.repeat(starts, lengths)
+    candidates = np.flatnonzero(position >= 1)
+    distance = 1
+    while candidates.size:
+        repeated[candidates[tags[candidates] == tags[candidates - distance]]] = True
+        distance += 1
+        candidates = candidates[position[candidates] >= distance]
+    return repeated
 
 
 def read_tag_sets(ds: AnyDataset, tag_column: str, batch_size: int = BATCH_SIZE) -> TagSets:
@@ -171,7 +279,7 @@ def read_tag_sets(ds: AnyDataset, tag_column: str, batch_size: int = BATCH_SIZE)
         >>> ts.lengths.tolist(), ts.vocabulary
         ([2, 0], ('a', 'b'))
     """
-    vocabulary: dict[str, int] = {}
+    vocabulary = Vocabulary()
     all_lengths, all_ids = [], []
     for lengths, ids in iter_encoded_batches(ds, tag_column, vocabulary, batch_size):
         all_lengths.append(lengths)
@@ -181,4 +289,4 @@ def read_tag_sets(ds: AnyDataset, tag_column: str, batch_size: int = BATCH_SIZE)
     np.cumsum(lengths, out=offsets[1:])
     tag_ids = np.concatenate(all_ids) if all_ids else np.zeros(0, dtype=np.int32)
     logger.debug("read %d rows, %d tag occurrences, %d tags", len(lengths), len(tag_ids), len(vocabulary))
-    return TagSets(offsets=offsets, tag_ids=tag_ids, vocabulary=tuple(vocabulary))
+    return TagSets(offsets=offsets, tag_ids=tag_ids, vocabulary=vocabulary.tags())

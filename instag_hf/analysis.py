@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from instag_hf._tagsets import AnyDataset, iter_encoded_batches
+from instag_hf._tagsets import AnyDataset, Vocabulary, iter_encoded_batches
 from instag_hf.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -224,14 +224,14 @@ def analyze(
 
 
 def _count(ds: AnyDataset, tag_column: str) -> tuple[np.ndarray, list[str], np.ndarray]:
-    vocabulary: dict[str, int] = {}
+    vocabulary = Vocabulary()
     counts = np.zeros(0, dtype=np.int64)
     histogram = np.zeros(1, dtype=np.int64)
     for lengths, ids in iter_encoded_batches(ds, tag_column, vocabulary):
         counts = _add(counts, np.bincount(ids, minlength=len(vocabulary)))
         histogram = _add(histogram, np.bincount(lengths))
     counts = _add(counts, np.zeros(len(vocabulary), dtype=np.int64))
-    return counts, list(vocabulary), histogram
+    return counts, list(vocabulary.tags()), histogram
 
 
 def _add(total: np.ndarray, part: np.ndarray) -> np.ndarray:
