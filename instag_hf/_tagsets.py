@@ -154,7 +154,7 @@ class Vocabulary:
 def iter_encoded_batches(
     ds: AnyDataset, tag_column: str, vocabulary: Vocabulary, batch_size: int = BATCH_SIZE
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(lengths, tag_ids)`` per Arrow batch, growing ``vocabulary`` as tags appear.
+    """Yield ``(lengths, tag_ids)`` per Arrow chunk, growing ``vocabulary`` as tags appear.
 
     Args:
         ds: dataset to read (only ``tag_column`` is read).
@@ -172,18 +172,20 @@ def iter_encoded_batches(
     require_column(ds, tag_column)
     # Reading one column instead of whole rows keeps the other columns' pages untouched.
     reader = ds.select_columns([tag_column]).with_format("arrow")
-    columns = (_checked(batch, tag_column) for batch in reader.iter(batch_size=batch_size))
-    for lengths, local, dictionary in _map_in_order(_encode, columns):
+    # Chunks are encoded as they are: combining a batch that straddles two record batches
+    # of the Arrow file would copy it.
+    chunks = (chunk for batch in reader.iter(batch_size=batch_size) for chunk in _checked(batch, tag_column))
+    for lengths, local, dictionary in _map_in_order(_encode, chunks):
         # Ids are assigned here, in batch order, so they do not depend on thread timing.
         yield lengths, vocabulary.ids(dictionary)[local]
 
 
-def _checked(batch: pa.Table, tag_column: str) -> pa.Array:
+def _checked(batch: pa.Table, tag_column: str) -> list[pa.Array]:
     if tag_column not in batch.column_names:
         raise MissingColumnError(_missing_message(tag_column, batch.column_names), column=tag_column)
     column = batch.column(tag_column)
     _check_type(tag_column, column.type)
-    return column.combine_chunks()
+    return column.chunks
 
 
 def _map_in_order(function: Callable[[pa.Array], _T], items: Iterator[pa.Array]) -> Iterator[_T]:

@@ -125,7 +125,7 @@ def sample(
     The passes are not run row by row: within one pass a row is taken iff it is the first
     row of the pass order (among rows not yet selected) carrying some tag, so a pass is
     one vectorised "first occurrence per tag" over integer tag ids read from Arrow
-    batches (identical selections, about 50x faster than Python sets on 1M rows).
+    batches (identical selections; ``benchmarks/bench_sampling.py`` compares the two).
 
     Controls (strategy ``"instag"`` only; the decoupled analysis of the paper, 4.3):
 
