@@ -9,6 +9,8 @@
 
 from instag_hf import errors
 from instag_hf.analysis import TagStats, analyze
+from instag_hf.cards import build_card
+from instag_hf.hub import push_to_hub, save
 from instag_hf.tagging import Tagger, tag
 from instag_hf.sampling import SelectionInfo, sample, selection_info
 
@@ -20,8 +22,11 @@ __all__ = [
     "Tagger",
     "__version__",
     "analyze",
+    "build_card",
     "errors",
+    "push_to_hub",
     "sample",
+    "save",
     "selection_info",
     "tag",
 ]

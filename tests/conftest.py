@@ -106,3 +106,25 @@ def llama_server():
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+# The Hub-API emulator, for tests/test_hub.py and tests/test_cards.py. One process for the
+# session: tests use their own repo ids, and the per-test fixture resets injected faults.
+from tests.servers.hub_emulator import client_environment, start_hub_emulator  # noqa: E402
+
+HUB_TOKENS = {"hf_test_writer": "alice", "hf_test_bob": "bob", "hf_test_reader": {"user": "alice", "role": "read"}}
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory):
+    """The Hub-API emulator (tokens: HUB_TOKENS; alice writes with hf_test_writer)."""
+    with start_hub_emulator(tmp_path_factory.mktemp("hub"), tokens=HUB_TOKENS) as server:
+        yield server
+
+
+@pytest.fixture
+def hub_client(hub, tmp_path):
+    """huggingface_hub and datasets in this process pointed at `hub` as alice, caching under tmp_path."""
+    with client_environment(hub.url, tmp_path / "hf_home", token="hf_test_writer"):
+        yield hub
+    hub.set_faults()
