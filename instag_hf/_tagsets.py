@@ -13,13 +13,9 @@ may not be).
 from __future__ import annotations
 
 import logging
-import os
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -35,11 +31,6 @@ AnyDataset = Dataset | IterableDataset
 #: Rows per Arrow batch: large enough that per-batch overhead vanishes, small enough that
 #: the strings of one batch stay a few MB.
 BATCH_SIZE = 65_536
-
-#: Threads encoding batches at once (capped: the data arrives from one reader).
-_MAX_WORKERS = 4
-
-_T = TypeVar("_T")
 
 #: Which step of the chain writes each of our columns, for errors that say what to do next.
 _MADE_BY = {
@@ -111,10 +102,11 @@ def _check_type(tag_column: str, type_: pa.DataType) -> None:
 
 
 class Vocabulary:
-    """Tag strings in order of first appearance; ids are positions in that order.
+    """Tag strings in order of first appearance; a tag's id is its position in that order.
 
-    Batches are mapped onto it with Arrow's hash kernels (``index_in``), so a batch costs a
-    hash of its distinct tags, not a Python lookup per tag.
+    Chunks are mapped onto it with Arrow's hash kernels: ``index_in`` for the tags already
+    known (one hash per occurrence, no Python per tag), ``dictionary_encode`` only for the
+    occurrences of new ones.
     """
 
     def __init__(self) -> None:
@@ -127,28 +119,29 @@ class Vocabulary:
 
     def array(self) -> pa.Array:
         if self._array is None:
-            self._array = pa.concat_arrays(self._chunks) if self._chunks else pa.array([], pa.large_string())
+            chunks = [chunk.cast(pa.large_string()) for chunk in self._chunks]
+            self._array = pa.concat_arrays(chunks) if chunks else pa.array([], pa.large_string())
         return self._array
 
     def tags(self) -> tuple[str, ...]:
         return tuple(self.array().to_pylist())
 
-    def ids(self, dictionary: pa.Array) -> np.ndarray:
-        """Ids of the distinct tags ``dictionary``, adding the ones not seen before."""
-        dictionary = dictionary.cast(pa.large_string())
+    def encode(self, values: pa.Array) -> np.ndarray:
+        """Ids (int32) of the non-null strings ``values``, adding tags not seen before."""
         if self._size:
-            found = pc.index_in(dictionary, value_set=self.array()).fill_null(-1)
-            ids = found.to_numpy(zero_copy_only=False).astype(np.int64)
+            known = self.array() if values.type == pa.large_string() else self.array().cast(values.type)
+            found = pc.index_in(values, value_set=known).fill_null(-1)
+            ids = found.to_numpy(zero_copy_only=False).astype(np.int32)
         else:
-            ids = np.full(len(dictionary), -1, dtype=np.int64)
+            ids = np.full(len(values), -1, dtype=np.int32)
         new = ids < 0
-        count = int(np.count_nonzero(new))
-        if count:
-            ids[new] = np.arange(self._size, self._size + count)
-            self._chunks.append(dictionary.filter(pa.array(new)))
-            self._size += count
+        if new.any():
+            encoded = pc.dictionary_encode(values.filter(pa.array(new)))
+            ids[new] = self._size + encoded.indices.to_numpy(zero_copy_only=False)
+            self._chunks.append(encoded.dictionary)
+            self._size += len(encoded.dictionary)
             self._array = None
-        return ids.astype(np.int32)
+        return ids
 
 
 def iter_encoded_batches(
@@ -175,9 +168,8 @@ def iter_encoded_batches(
     # Chunks are encoded as they are: combining a batch that straddles two record batches
     # of the Arrow file would copy it.
     chunks = (chunk for batch in reader.iter(batch_size=batch_size) for chunk in _checked(batch, tag_column))
-    for lengths, local, dictionary in _map_in_order(_encode, chunks):
-        # Ids are assigned here, in batch order, so they do not depend on thread timing.
-        yield lengths, vocabulary.ids(dictionary)[local]
+    for chunk in chunks:
+        yield _encode(chunk, vocabulary)
 
 
 def _checked(batch: pa.Table, tag_column: str) -> list[pa.Array]:
@@ -188,30 +180,11 @@ def _checked(batch: pa.Table, tag_column: str) -> list[pa.Array]:
     return column.chunks
 
 
-def _map_in_order(function: Callable[[pa.Array], _T], items: Iterator[pa.Array]) -> Iterator[_T]:
-    """``map(function, items)`` on a few threads, results in input order, a bounded number ahead.
-
-    Arrow's hashing and numpy's sort release the GIL, so batches encode in parallel.
-    """
-    workers = min(_MAX_WORKERS, os.cpu_count() or 1)
-    if workers == 1:
-        yield from map(function, items)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="instag-read") as pool:
-        pending: deque[Future[_T]] = deque()
-        for item in items:
-            pending.append(pool.submit(function, item))
-            if len(pending) > workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
-def _encode(column: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array]:
-    """Tags per row, batch-local tag indices, and the batch's distinct tags."""
+def _encode(column: pa.Array, vocabulary: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
+    """Tags per row and the rows' tag ids, one after the other."""
     rows = len(column)
     if pa.types.is_null(column.type) or rows == 0:
-        return np.zeros(rows, dtype=np.int64), np.zeros(0, dtype=np.int32), pa.array([], pa.large_string())
+        return np.zeros(rows, dtype=np.int64), np.zeros(0, dtype=np.int32)
     flat = pc.list_flatten(column)
     parents = pc.list_parent_indices(column)
     if flat.null_count:
@@ -221,14 +194,13 @@ def _encode(column: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array]:
     else:
         # Read from the list offsets: no pass over the occurrences.
         lengths = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    encoded = pc.dictionary_encode(flat)
-    local = encoded.indices.to_numpy(zero_copy_only=False)
+    ids = vocabulary.encode(flat)
     parent = parents.to_numpy(zero_copy_only=False)
-    if _has_repeats(parent, local, len(encoded.dictionary)):
-        repeated = _repeats_within_rows(local, lengths)
-        local, parent = local[~repeated], parent[~repeated]
+    if _has_repeats(parent, ids, len(vocabulary)):
+        repeated = _repeats_within_rows(ids, lengths)
+        ids, parent = ids[~repeated], parent[~repeated]
         lengths = np.bincount(parent, minlength=rows).astype(np.int64, copy=False)
-    return lengths, local, encoded.dictionary
+    return lengths, ids
 
 
 def _has_repeats(parent: np.ndarray, local: np.ndarray, distinct: int) -> bool:

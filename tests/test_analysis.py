@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from datasets import Dataset, Features, List, Value
+from datasets import Dataset, Features, LargeList, List, Value
 
 import instag_hf
 from instag_hf._tagsets import read_tag_sets
@@ -118,6 +118,11 @@ def test_tags_keep_their_ids_across_arrow_batches():
     assert decoded == rows
     stats = instag_hf.analyze(Dataset.from_dict({"t": rows * 30_000}), tag_column="t")  # several 64K batches
     assert stats.tag_counts == (("a", 90_000), ("b", 60_000), ("c", 60_000), ("d", 30_000))
+
+
+def test_large_list_and_large_string_columns_read_the_same(ds):
+    large = Dataset.from_dict({"instag_tags": ROWS}, features=Features({"instag_tags": LargeList(Value("large_string"))}))
+    assert instag_hf.analyze(large) == instag_hf.analyze(ds)
 
 
 def test_missing_or_wrong_column():
