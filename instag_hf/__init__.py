@@ -11,6 +11,7 @@ from instag_hf import errors
 from instag_hf.analysis import TagStats, analyze
 from instag_hf.cards import build_card
 from instag_hf.hub import push_to_hub, save
+from instag_hf.normalization import TagNormalizer
 from instag_hf.tagging import Tagger, tag
 from instag_hf.sampling import SelectionInfo, sample, selection_info
 
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SelectionInfo",
+    "TagNormalizer",
     "TagStats",
     "Tagger",
     "__version__",
