@@ -26,24 +26,32 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pyarrow as pa
-
 from instag_hf import constants
+from instag_hf._batch import (  # noqa: F401  (the column contract)
+    ERROR_COLUMN,
+    RAW_TAGS_COLUMN,
+    RAW_TAGS_TYPE,
+    assemble,
+    columns_of,
+    query_columns,
+    with_columns,
+)
 from instag_hf.cache import RequestCache
 from instag_hf.client import Answer, TaggingClient, TaggingStats
 from instag_hf.endpoint import ServerInfo, detect_server
 from instag_hf.errors import ConfigurationError, EndpointError, NoEndpointError
-from instag_hf.formats import FORMAT_NAMES, RowFormat, RowQueries, detect_format, extract_queries
+from instag_hf.formats import (
+    FORMAT_NAMES,
+    RowFormat,
+    RowQueries,
+    detect_format,
+    extract_queries,
+)
 from instag_hf.progress import TaggingProgress
 from instag_hf.prompts import MAX_NEW_TOKENS, PromptTemplate, get_template
 from instag_hf.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
-
-RAW_TAGS_COLUMN = "instag_raw_tags"
-ERROR_COLUMN = "instag_error"
-RAW_TAG_TYPE = pa.struct([("turn", pa.int32()), ("tag", pa.string()), ("explanation", pa.string())])
-RAW_TAGS_TYPE = pa.list_(RAW_TAG_TYPE)
 
 _NO_ENDPOINT = (
     "No tagging endpoint: set INSTAG_ENDPOINT=http://host:port (comma-separate several) "
@@ -286,19 +294,19 @@ class Tagger:
     async def atag(self, batch: Any) -> Any:
         """Tag one batch; a coroutine function, so ``Dataset.map`` overlaps batches."""
         self._check_process()
-        columns, table = _columns_of(batch)
+        columns, table = columns_of(batch)
         fmt = self._row_format(columns)  # a FormatError comes before any request
         endpoints = self.endpoints
         if not endpoints:
             raise NoEndpointError(_NO_ENDPOINT)
         client = self._client(endpoints)
-        rows = extract_queries(_lists(batch, table, fmt), fmt)
+        rows = extract_queries(query_columns(batch, table, fmt), fmt)
         progress = self._progress_bar()
         answers = await self._answers(client, rows)
-        raw_tags, errors = _assemble(rows, answers, client.max_query_chars, self.long_queries)
+        raw_tags, errors = assemble(rows, answers, client.max_query_chars, self.long_queries)
         if progress is not None:
             progress.update(len(rows), client.pool.in_flight)
-        return _with_columns(batch, table, raw_tags, errors)
+        return with_columns(batch, table, raw_tags, errors)
 
     async def _answers(self, client: TaggingClient, rows: list[RowQueries]) -> dict[str, Answer]:
         limit = client.max_query_chars
@@ -375,72 +383,6 @@ def _detect_all(urls: Sequence[str], timeout: float, headers: dict[str, str] | N
             "do not mix; give one Tagger the replicas of one model"
         )
     return infos
-
-
-def _columns_of(batch: Any) -> tuple[list[str], pa.Table | None]:
-    table = getattr(batch, "pa_table", None)  # datasets' LazyBatch carries its Arrow table
-    if isinstance(batch, pa.Table):
-        table = batch
-    if table is not None:
-        return table.column_names, table
-    if not isinstance(batch, Mapping):
-        raise ConfigurationError(
-            f"A Tagger takes a batch (a dict of column lists), got {type(batch).__name__}: call "
-            "ds.map(tagger, batched=True) without input_columns, and choose the column with Tagger(column=...)"
-        )
-    return list(batch.keys()), None
-
-
-def _lists(batch: Any, table: pa.Table | None, fmt: RowFormat) -> dict[str, list]:
-    names = [fmt.column] + ([fmt.input_column] if fmt.input_column else [])
-    if table is not None:
-        return {name: table.column(name).to_pylist() for name in names if name in table.column_names}
-    return {name: list(batch[name]) for name in names if name in batch}
-
-
-def _assemble(
-    rows: list[RowQueries], answers: dict[str, Answer], limit: int | None, long_queries: str
-) -> tuple[list[list[dict]], list[str | None]]:
-    raw_tags: list[list[dict]] = []
-    errors: list[str | None] = []
-    for row in rows:
-        tags: list[dict] = []
-        problems = [row.problem] if row.problem else []
-        multi = len(row.queries) > 1 or (row.queries and row.queries[0][0] > 0)
-        for turn, query in row.queries:
-            where = f"turn {turn}: " if multi else ""
-            if limit is not None and len(query) > limit:
-                if long_queries == "error":
-                    problems.append(f"{where}query of {len(query)} characters exceeds the server's input limit "
-                                    f"(~{limit} characters); not sent")
-                    continue
-                problems.append(f"{where}query truncated from {len(query)} to {limit} characters to fit "
-                                "the server's input limit")
-                query = query[:limit]
-            answer = answers[query]
-            if answer.parsed is None:
-                problems.append(f"{where}{answer.error}")
-                continue
-            if answer.parsed.error:
-                problems.append(f"{where}{answer.parsed.error}")
-            elif answer.parsed.warning:
-                problems.append(f"{where}{answer.parsed.warning}")
-            tags.extend({"turn": turn, "tag": t, "explanation": e} for t, e in answer.parsed.tags)
-        raw_tags.append(tags)
-        errors.append("; ".join(problems) if problems else None)
-    return raw_tags, errors
-
-
-def _with_columns(batch: Any, table: pa.Table | None, raw_tags: list, errors: list) -> Any:
-    tags_array = pa.array(raw_tags, type=RAW_TAGS_TYPE)
-    errors_array = pa.array(errors, type=pa.string())
-    if table is None:  # a plain dict of lists (a direct call, Ray's default batches)
-        return {**batch, RAW_TAGS_COLUMN: tags_array.to_pylist(), ERROR_COLUMN: errors}
-    for name, array in ((RAW_TAGS_COLUMN, tags_array), (ERROR_COLUMN, errors_array)):
-        if name in table.column_names:  # tagging again replaces the previous tags
-            table = table.drop_columns([name])
-        table = table.append_column(name, array)
-    return table
 
 
 #: The ready-made map function: ``ds.map(instag_hf.tag, batched=True)``, endpoint from
