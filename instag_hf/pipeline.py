@@ -1,0 +1,266 @@
+"""The whole chain in one call: tag, normalize, analyze, sample, then save or publish.
+
+``instag run`` is this module; Python users get the same thing:
+
+    result = run_chain(load_source("pool.jsonl"), n=1000, tagger=Tagger("http://127.0.0.1:8080"))
+    print(result.summary())
+    publish(result, output_dir="curated")         # or publish(result, push_to="me/curated")
+
+Each step is also a function of its own (:func:`tag_dataset`, :func:`normalize_dataset`),
+which the single-step CLI commands call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+
+from instag_hf.analysis import TagStats, analyze
+from instag_hf.errors import CardError, ConfigurationError, HubError
+from instag_hf.normalization import TAGS_COLUMN, TagNormalizer
+from instag_hf.sampling import sample
+from instag_hf.tagging import ERROR_COLUMN, RAW_TAGS_COLUMN, Tagger
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ChainResult", "normalize_dataset", "publish", "run_chain", "tag_dataset", "write_card"]
+
+
+@dataclass
+class ChainResult:
+    """What :func:`run_chain` made.
+
+    Attributes:
+        pool: The whole dataset with ``instag_raw_tags``, ``instag_error`` and ``instag_tags``.
+        subset: The selected rows.
+        normalizer: The normalizer fitted on the pool.
+        pool_stats: :func:`~instag_hf.analyze` of the pool.
+        subset_stats: :func:`~instag_hf.analyze` of the subset against the pool.
+        requests: Requests sent to the tagging endpoint (0 when nothing was tagged).
+        cache_hits: Queries answered from the request cache.
+        notes: Anything worth telling the user (rows that failed tagging, a short subset).
+        tagger: The Tagger that tagged the pool (``None`` when the pool came tagged).
+    """
+
+    pool: Dataset
+    subset: Dataset
+    normalizer: TagNormalizer
+    pool_stats: TagStats
+    subset_stats: TagStats
+    requests: int = 0
+    cache_hits: int = 0
+    notes: list[str] = field(default_factory=list)
+    tagger: Tagger | None = None
+
+    def summary(self) -> str:
+        """A few lines for a terminal or a CI log."""
+        pool, sub = self.pool_stats, self.subset_stats
+        lines = [
+            (f"pool: {pool.rows} rows, {pool.unique_tags} tags, {pool.mean_tags:.2f} tags/row "
+             f"(tagging requests sent: {self.requests}, answered from cache: {self.cache_hits})"),
+            (f"subset: {sub.rows} rows, {sub.unique_tags} tags ({sub.coverage:.1%} of the pool's), "
+             f"{sub.mean_tags:.2f} tags/row"),
+        ]
+        return "\n".join(lines + [f"note: {note}" for note in self.notes])
+
+
+#: Rows per tagging batch. ``datasets`` runs the batches of a coroutine map function
+#: concurrently, so small batches keep the endpoints as busy as big ones while the progress
+#: bar moves every few rows instead of once per thousand.
+TAG_BATCH_SIZE = 32
+
+
+def tag_dataset(ds: Dataset, tagger: Tagger, batch_size: int = TAG_BATCH_SIZE, **map_kwargs: Any) -> Dataset:
+    """``ds.map(tagger.atag, batched=True)``: add ``instag_raw_tags`` and ``instag_error``.
+
+    Args:
+        ds: Rows in any format the tagger recognises.
+        tagger: The configured :class:`~instag_hf.Tagger`.
+        batch_size: Rows per map batch.
+        **map_kwargs: Passed to ``Dataset.map`` (``num_proc``, ``desc``, ...).
+
+    Raises:
+        NoEndpointError, EndpointError, FormatError: As :class:`~instag_hf.Tagger` does.
+    """
+    previous = [c for c in (RAW_TAGS_COLUMN, ERROR_COLUMN, TAGS_COLUMN) if c in ds.column_names]
+    if previous:  # tagging again: the old tags would be stale
+        ds = ds.remove_columns(previous)
+    return ds.map(tagger.atag, batched=True, batch_size=batch_size, **map_kwargs)
+
+
+def normalize_dataset(ds: Dataset, normalizer: TagNormalizer | None = None, *, fit: bool = True) -> Dataset:
+    """Fit ``normalizer`` on ``ds`` (unless ``fit=False``) and add ``instag_tags``.
+
+    Raises:
+        MissingColumnError: ``ds`` has not been tagged.
+        NormalizationError: The normalizer cannot be fitted (say, every tag is too rare).
+    """
+    normalizer = normalizer if normalizer is not None else TagNormalizer()
+    if fit:
+        normalizer.fit(ds)
+    if TAGS_COLUMN in ds.column_names:
+        ds = ds.remove_columns(TAGS_COLUMN)
+    return ds.map(normalizer, batched=True, desc="InsTag normalizing")
+
+
+def run_chain(
+    ds: Dataset,
+    n: int,
+    *,
+    tagger: Tagger | None = None,
+    normalizer: TagNormalizer | Mapping[str, Any] | None = None,
+    strategy: str = "instag",
+    seed: int | None = None,
+    target_coverage: float | None = None,
+    target_mean_tags: float | None = None,
+) -> ChainResult:
+    """Tag ``ds`` (when a tagger is given), normalize it, analyze it and sample ``n`` rows.
+
+    Args:
+        ds: The pool. Without ``tagger`` it must already hold ``instag_raw_tags``.
+        n: Rows to select.
+        tagger: Tags the pool; ``None`` keeps the tags already there.
+        normalizer: An unfitted :class:`~instag_hf.TagNormalizer`, or its settings as a
+            mapping (``{"min_frequency": 2}``); fitted here on the pool.
+        strategy, seed, target_coverage, target_mean_tags: As :func:`~instag_hf.sample`.
+
+    Returns:
+        A :class:`ChainResult`; write it with :func:`publish`.
+
+    Raises:
+        InstagError: Whatever step fails, with that step's message.
+
+    Example:
+        >>> result = run_chain(ds, n=100, tagger=Tagger("http://127.0.0.1:8080"))  # doctest: +SKIP
+        >>> result.subset_stats.coverage                                            # doctest: +SKIP
+        1.0
+    """
+    if not isinstance(normalizer, TagNormalizer):
+        normalizer = TagNormalizer(**dict(normalizer or {}))
+    if tagger is not None:
+        before = (tagger.stats.requests, tagger.stats.cache_hits)
+        ds = tag_dataset(ds, tagger)
+        requests, cache_hits = tagger.stats.requests - before[0], tagger.stats.cache_hits - before[1]
+    else:
+        requests = cache_hits = 0
+    notes = _tagging_notes(ds)
+    pool = normalize_dataset(ds, normalizer)
+    pool_stats = analyze(pool)
+    subset = sample(
+        pool, n, strategy=strategy, seed=seed, target_coverage=target_coverage, target_mean_tags=target_mean_tags
+    )
+    if len(subset) < n:
+        notes.append(f"asked for {n} rows, selected {len(subset)} (the pool has no more rows with new tags)")
+    subset_stats = analyze(subset, pool=pool_stats)
+    return ChainResult(pool, subset, normalizer, pool_stats, subset_stats, requests, cache_hits, notes, tagger)
+
+
+def publish(
+    result: ChainResult,
+    *,
+    push_to: str | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    private: bool | None = None,
+    create_pr: bool = False,
+    source: str | None = None,
+    source_revision: str | None = None,
+    extra_files: Mapping[str, bytes] | None = None,
+) -> str:
+    """Write the subset, its card, plots and normalizer to the Hub or to a local folder.
+
+    Args:
+        result: What :func:`run_chain` returned.
+        push_to: Hub dataset repo id (created if missing).
+        output_dir: Local folder, same layout as the Hub repo would get.
+        private: Create the Hub repo private.
+        create_pr: Open a pull request instead of committing to the main branch.
+        source, source_revision: The source dataset, named in the card.
+        extra_files: More files for the repo, path -> bytes. On the Hub they go in a
+            second commit right after the first (into the same pull request), so they
+            land only once the data has.
+
+    Returns:
+        The commit (or pull request) URL, or the folder written.
+
+    Raises:
+        ConfigurationError: Neither or both of ``push_to`` and ``output_dir``.
+        CardError, HubError: As :func:`~instag_hf.build_card` / :func:`~instag_hf.push_to_hub`.
+    """
+    from instag_hf.cards import build_card
+    from instag_hf.hub import push_to_hub, save
+
+    if (push_to is None) == (output_dir is None):
+        raise ConfigurationError("Give exactly one destination: a Hub repo (--push-to) or a folder (--output-dir).")
+    card = build_card(
+        result.subset, pool=result.pool_stats, normalizer=result.normalizer, tagger=result.tagger,
+        source=source, source_revision=source_revision, repo_id=push_to,
+    )
+    if push_to is None:
+        folder = save(result.subset, output_dir, card=card, normalizer=result.normalizer)  # type: ignore[arg-type]
+        for name, data in (extra_files or {}).items():
+            (folder / name).write_bytes(data)
+        return str(folder)
+    info = push_to_hub(result.subset, push_to, card=card, normalizer=result.normalizer, private=private,
+                       create_pr=create_pr)
+    if extra_files:
+        revision = f"refs/pr/{info.pr_num}" if info.pr_num is not None else None
+        _commit_files(push_to, extra_files, revision=revision)
+    return str(info.pr_url or info.commit_url)
+
+
+def write_card(
+    subset: Dataset,
+    folder: str | os.PathLike[str],
+    *,
+    pool: Dataset | None = None,
+    normalizer: TagNormalizer | None = None,
+    source: str | None = None,
+) -> Path:
+    """Write the card of ``subset`` as ``folder/README.md`` with its plots beside it.
+
+    Raises:
+        CardError: The card cannot be built from what was given, or not written.
+    """
+    from instag_hf.cards import build_card
+
+    card = build_card(subset, pool=pool, normalizer=normalizer, source=source)
+    root = Path(folder)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        card.save(root / "README.md")
+        for path, image in card.plots.items():
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_bytes(image)
+    except OSError as error:
+        raise CardError(f"Cannot write the card to {str(root)!r}: {error}") from error
+    return root / "README.md"
+
+
+def _commit_files(repo_id: str, files: Mapping[str, bytes], *, revision: str | None) -> None:
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    operations = [CommitOperationAdd(path, data) for path, data in sorted(files.items())]
+    try:
+        HfApi().create_commit(repo_id, operations, commit_message=f"Update {', '.join(sorted(files))}",
+                              repo_type="dataset", revision=revision)
+    except HfHubHTTPError as error:
+        raise HubError(
+            f"The subset was pushed to {repo_id}, but {', '.join(sorted(files))} could not be: "
+            f"{str(error).splitlines()[0]}"
+        ) from error
+
+
+def _tagging_notes(ds: Dataset) -> list[str]:
+    if ERROR_COLUMN not in ds.column_names:
+        return []
+    errors = [e for e in ds[ERROR_COLUMN] if e]
+    if not errors:
+        return []
+    return [f"{len(errors)} of {len(ds)} rows have an instag_error (kept; first: {errors[0][:200]})"]
