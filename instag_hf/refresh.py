@@ -1,0 +1,276 @@
+"""Keep curated Hub datasets up to date with their sources, from a scheduled CI job.
+
+``instag refresh --config refresh.yaml`` (or :func:`refresh`) goes through the targets of a
+config file (format in :mod:`instag_hf._refresh_config`). For each target:
+
+1. The source's current revision is resolved: the commit sha of a Hub dataset, a sha256
+   of the bytes of a local file or folder.
+2. The target repo's ``instag_state.json`` is read (from ``main``, and from its newest pull
+   request when the target opens pull requests). When it records the same source revision
+   and the same settings, the target is up to date: nothing is tagged or pushed.
+3. Otherwise the source is loaded at that revision and its rows are keyed by their user
+   queries. Rows whose key is in the target's ``instag_pool_tags.parquet`` (written by the
+   previous run, with the same model and prompt) reuse those tags; only the others are
+   sent to the tagging endpoint, so a run after adding 10% new rows sends about 10% of
+   the requests, whatever the local request cache holds.
+4. The chain runs on the whole pool (normalizer fitted again, subset sampled again) and
+   the subset, card, normalizer, state and tag store go to the repo in one commit, or
+   one pull request.
+
+Both files live at the root of the target repo, next to the data and the card, so the
+state travels with what it describes and needs no storage of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from instag_hf import _reuse
+from instag_hf._refresh_config import RefreshConfig, TargetConfig, load_config
+from instag_hf.endpoint import detect_server
+from instag_hf.errors import HubError, InstagError
+from instag_hf.pipeline import publish, run_chain
+from instag_hf.sources import load_source, source_revision
+from instag_hf.tagging import Tagger
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "instag_state.json"
+TAGS_FILE = "instag_pool_tags.parquet"
+_STATE_FORMAT = "instag_hf.refresh"
+_STATE_VERSION = 1
+
+#: Outcome statuses, and whether a CI job should fail on them.
+UPDATED, PR_OPENED, UP_TO_DATE, PR_PENDING, WOULD_UPDATE, FAILED = (
+    "updated", "pr-opened", "up-to-date", "pr-pending", "would-update", "failed",
+)
+
+__all__ = ["STATE_FILE", "TAGS_FILE", "TargetOutcome", "load_config", "refresh", "refresh_target"]
+
+
+@dataclass
+class TargetOutcome:
+    """What a refresh did to one target.
+
+    Attributes:
+        repo: The target repo.
+        status: ``updated``, ``pr-opened``, ``up-to-date``, ``pr-pending`` (an open pull
+            request already holds this build), ``would-update`` (dry run) or ``failed``.
+        source_revision: The source revision the target now reflects (or would).
+        rows: Rows in the source.
+        rows_reused: Rows whose tags came from the target's tag store.
+        rows_tagged: Rows sent to the tagger.
+        requests: Requests sent to the tagging endpoint.
+        subset_rows: Rows in the published subset.
+        url: Commit or pull request URL.
+        message: Why it failed, or a note.
+    """
+
+    repo: str
+    status: str
+    source_revision: str | None = None
+    rows: int = 0
+    rows_reused: int = 0
+    rows_tagged: int = 0
+    requests: int = 0
+    subset_rows: int = 0
+    url: str | None = None
+    message: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAILED
+
+    def line(self) -> str:
+        """One line for a CI log."""
+        head = f"{self.repo}: {self.status}"
+        if self.status == FAILED:
+            return f"{head}: {self.message}"
+        if self.status in (UPDATED, PR_OPENED):
+            return (
+                f"{head} from source {_short(self.source_revision)}: {self.rows} rows "
+                f"({self.rows_tagged} new, {self.rows_reused} reused), {self.requests} requests sent, "
+                f"{self.subset_rows} rows selected -> {self.url}"
+            )
+        return f"{head} (source {_short(self.source_revision)}){': ' + self.message if self.message else ''}"
+
+
+def refresh(
+    config: RefreshConfig | str | os.PathLike[str],
+    *,
+    only: Sequence[str] | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+) -> list[TargetOutcome]:
+    """Refresh every target of ``config``; a failing target does not stop the others.
+
+    Args:
+        config: A :class:`RefreshConfig` or the path of its YAML file.
+        only: Repo ids to refresh (default: all targets).
+        force: Rebuild even when the source and settings are unchanged.
+        dry_run: Decide, but tag and push nothing.
+
+    Returns:
+        One :class:`TargetOutcome` per target, in config order.
+
+    Raises:
+        ConfigurationError: The config is invalid, or ``only`` names an unknown repo.
+
+    Example:
+        >>> for outcome in refresh("refresh.yaml"):  # doctest: +SKIP
+        ...     print(outcome.line())
+    """
+    if not isinstance(config, RefreshConfig):
+        config = load_config(config)
+    targets = list(config.targets)
+    if only:
+        from instag_hf.errors import ConfigurationError
+
+        unknown = sorted(set(only) - {t.repo for t in targets})
+        if unknown:
+            raise ConfigurationError(f"--target {unknown} not in the config; it lists {[t.repo for t in targets]}")
+        targets = [t for t in targets if t.repo in only]
+    outcomes = []
+    for target in targets:
+        try:
+            outcomes.append(refresh_target(target, force=force, dry_run=dry_run))
+        except InstagError as error:
+            logger.error("Refreshing %s failed: %s", target.repo, error)
+            outcomes.append(TargetOutcome(target.repo, FAILED, message=str(error)))
+    return outcomes
+
+
+def refresh_target(target: TargetConfig, *, force: bool = False, dry_run: bool = False) -> TargetOutcome:
+    """Refresh one target (see the module docstring for the steps).
+
+    Raises:
+        InstagError: Any step fails; nothing is pushed then.
+    """
+    src = target.source
+    revision = source_revision(src.id, src.revision)
+    wanted = {"source_revision": revision, "settings_hash": target.settings_hash()}
+    states = _target_states(target.repo, pull_requests=target.create_pr)
+    outcome = TargetOutcome(target.repo, UP_TO_DATE, source_revision=revision)
+    for ref, state in states:
+        if not force and all(state.get(k) == v for k, v in wanted.items()):
+            outcome.status = UP_TO_DATE if ref == "main" else PR_PENDING
+            outcome.message = "" if ref == "main" else f"already proposed in {ref}"
+            return outcome
+    if dry_run:
+        outcome.status, outcome.message = WOULD_UPDATE, "dry run: nothing tagged or pushed"
+        return outcome
+
+    is_hub = not os.path.exists(os.path.expanduser(src.id))
+    ds = load_source(src.id, split=src.split, revision=revision if is_hub else None)
+    tagger = Tagger(target.endpoint, template=target.template, format=src.format, column=src.column,
+                    max_new_tokens=target.max_new_tokens)
+    identity = _tagger_identity(tagger)
+    store = _reuse.merge_stores(
+        _read_store(target.repo, state["commit"]) for _, state in states if state.get("tagger") == identity
+    )
+    keys = _reuse.row_keys(ds, src.format, src.column)
+    requests_before = tagger.stats.requests
+    pool, reused, tagged = _reuse.tag_reusing(ds, tagger, store, keys)
+    result = run_chain(
+        pool, target.n, normalizer=target.normalizer, strategy=target.strategy, seed=target.seed,
+        target_coverage=target.target_coverage, target_mean_tags=target.target_mean_tags,
+    )
+    new_state = {
+        "format": _STATE_FORMAT,
+        "format_version": _STATE_VERSION,
+        **wanted,
+        "settings": target.settings(),
+        "tagger": identity,
+        "pool_rows": len(pool),
+        "subset_rows": len(result.subset),
+    }
+    files = {
+        STATE_FILE: (json.dumps(new_state, indent=1, sort_keys=True) + "\n").encode("utf-8"),
+        TAGS_FILE: _reuse.store_to_bytes(_reuse.build_store(pool, keys)),
+    }
+    result.tagger = tagger
+    url = publish(result, push_to=target.repo, private=target.private or None, create_pr=target.create_pr,
+                  source=src.id, source_revision=revision if is_hub else None, extra_files=files)
+    outcome.status = PR_OPENED if target.create_pr else UPDATED
+    outcome.rows, outcome.rows_reused, outcome.rows_tagged = len(pool), reused, tagged
+    outcome.requests = tagger.stats.requests - requests_before
+    outcome.subset_rows, outcome.url = len(result.subset), url
+    outcome.message = "; ".join(result.notes)
+    return outcome
+
+
+def _tagger_identity(tagger: Tagger) -> dict[str, Any]:
+    # What makes stored tags valid for this run: the model behind the endpoints and the
+    # prompt, not the endpoints' addresses. With no endpoint configured, nothing matches
+    # and the Tagger itself says how to configure one.
+    models = sorted({detect_server(url, timeout=30.0).identity for url in tagger.endpoints})
+    return {"models": models, "template": tagger.template.sha256, "max_new_tokens": tagger.max_new_tokens}
+
+
+def _target_states(repo: str, *, pull_requests: bool) -> list[tuple[str, dict[str, Any]]]:
+    """``(ref, state)`` of ``main`` and, when asked, of the newest pull request; each state
+    gets the ``commit`` it was read at."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    api = HfApi()
+    refs = ["main"]
+    try:
+        if pull_requests:
+            prs = api.list_repo_refs(repo, repo_type="dataset", include_pull_requests=True).pull_requests or []
+            newest = max(prs, key=lambda ref: int(ref.ref.rsplit("/", 1)[-1]), default=None)
+            if newest is not None:
+                refs.append(newest.ref)
+        states = []
+        for ref in refs:
+            info = api.dataset_info(repo, revision=ref)
+            if STATE_FILE in {s.rfilename for s in info.siblings or []}:
+                state = json.loads(_download(repo, STATE_FILE, info.sha))
+                if isinstance(state, dict) and state.get("format") == _STATE_FORMAT:
+                    states.append((ref, {**state, "commit": info.sha}))
+        return states
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        return []  # a new target: built from scratch
+    except (HfHubHTTPError, OSError, ValueError) as error:
+        raise HubError(f"Cannot read the refresh state of {repo!r}: {str(error).splitlines()[0]}") from error
+
+
+def _read_store(repo: str, commit: str) -> pa.Table:
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        data = _download(repo, TAGS_FILE, commit)
+    except HubError as error:
+        if not isinstance(error.__cause__, EntryNotFoundError):
+            raise
+        logger.warning("%s@%s has a refresh state but no %s: every row is tagged again", repo, commit[:7], TAGS_FILE)
+        return _reuse.empty_store()
+    return _reuse.store_from_bytes(data, f"{TAGS_FILE} of {repo}@{commit[:7]}")
+
+
+def _download(repo: str, filename: str, commit: str) -> bytes:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        with open(hf_hub_download(repo, filename, repo_type="dataset", revision=commit), "rb") as handle:
+            return handle.read()
+    except (HfHubHTTPError, OSError) as error:
+        raise HubError(f"Cannot download {filename} of {repo!r}: {str(error).splitlines()[0]}") from error
+
+
+def _short(revision: str | None) -> str:
+    if not revision:
+        return "?"
+    return revision[:14] if revision.startswith("sha256:") else revision[:7]
