@@ -1,0 +1,59 @@
+"""Docs that cannot drift: every CLI command has help text and is shown in the README."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from instag_hf.cli import main
+from tests.conftest import REPO_ROOT
+
+COMMANDS = sorted(main.commands)
+README = REPO_ROOT / "README.md"
+
+
+def test_the_cli_has_the_designed_commands():
+    assert set(COMMANDS) == {"tag", "normalize", "analyze", "sample", "card", "push", "run", "refresh"}
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_has_help(name):
+    command = main.commands[name]
+    assert command.help and len(command.help.strip()) > 20, f"`instag {name}` has no help text"
+    result = CliRunner().invoke(main, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    assert " ".join(command.help.split()[:8]) in " ".join(result.output.split())  # help wraps lines
+    undocumented = [p.name for p in command.params if isinstance(p, _Option) and not p.help]
+    assert not undocumented, f"`instag {name}` options without help: {undocumented}"
+
+
+_Option = type(main.params[0])
+
+
+def test_every_command_appears_in_the_readme():
+    text = README.read_text(encoding="utf-8") if README.exists() else ""
+    missing = [name for name in COMMANDS if not re.search(rf"\binstag {name}\b", text)]
+    assert not missing, f"README.md does not show these commands: {', '.join(f'instag {m}' for m in missing)}"
+
+
+def test_refresh_config_keys_and_exit_codes_are_documented():
+    from instag_hf._refresh_config import _SOURCE_KEYS, _TARGET_KEYS
+
+    text = README.read_text(encoding="utf-8") if README.exists() else ""
+    missing = sorted(key for key in _TARGET_KEYS | _SOURCE_KEYS if not re.search(rf"\b{key}:", text))
+    assert not missing, f"README.md does not document these refresh config keys: {missing}"
+    assert re.search(r"exit code", text, re.IGNORECASE), "README.md does not document refresh's exit codes"
+
+
+def test_the_example_workflow_calls_the_ci_entry_point():
+    workflow = yaml.safe_load((REPO_ROOT / "scripts" / "instag-refresh.yml").read_text(encoding="utf-8"))
+    triggers = workflow.get("on") or workflow.get(True)  # YAML 1.1 reads a bare `on` as True
+    assert triggers["schedule"][0]["cron"]
+    steps = [step for job in workflow["jobs"].values() for step in job["steps"]]
+    runs = " ".join(step.get("run", "") for step in steps)
+    assert "scripts/refresh.py --config" in runs
+    env = {k: v for step in steps for k, v in (step.get("env") or {}).items()}
+    assert "secrets.HF_TOKEN" in env["HF_TOKEN"] and "secrets.INSTAG_ENDPOINT" in env["INSTAG_ENDPOINT"]
