@@ -31,7 +31,7 @@ class NormalizationReport:
         after_rule: Tags left after rule aggregation.
         after_semantic: Tags left after semantic aggregation.
         after_association: Tags left after association aggregation (the final vocabulary).
-        association_rules: Rules ``A -> B`` found by FP-Growth.
+        association_rules: Rules ``A -> B`` found by association mining (the single-tag rules FP-Growth finds).
         examples: Per step, a few merges ``{"into": tag, "merged": [tags]}``; for the
             frequency step, ``{"dropped": tag, "queries": n}`` for the most frequent tags
             it removed.
