@@ -55,8 +55,7 @@ def empty_store() -> pa.Table:
 def build_store(tagged: Dataset, keys: list[str]) -> pa.Table:
     """The store of a tagged dataset: the first row of every key."""
     columns = tagged.select_columns([RAW_TAGS_COLUMN, ERROR_COLUMN]).with_format("arrow")[:]
-    first = list({key: i for i, key in reversed(list(enumerate(keys)))}.values())
-    first.sort()
+    first = _first_rows(keys)
     table = columns.take(pa.array(first, type=pa.int64()))
     table = table.add_column(0, KEY_COLUMN, pa.array([keys[i] for i in first], type=pa.string()))
     return table.cast(STORE_SCHEMA)
@@ -68,9 +67,15 @@ def merge_stores(stores: Iterable[pa.Table]) -> pa.Table:
     if not tables:
         return empty_store()
     merged = pa.concat_tables(tables)
-    keys = merged.column(KEY_COLUMN).to_pylist()
-    first = sorted({key: i for i, key in reversed(list(enumerate(keys)))}.values())
-    return merged.take(pa.array(first, type=pa.int64()))
+    return merged.take(pa.array(_first_rows(merged.column(KEY_COLUMN).to_pylist()), type=pa.int64()))
+
+
+def _first_rows(keys: list[str]) -> list[int]:
+    """Index of the first row of every distinct key, ascending."""
+    first: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    return list(first.values())
 
 
 def store_to_bytes(store: pa.Table) -> bytes:
