@@ -12,8 +12,8 @@ from instag_hf.analysis import TagStats, analyze
 from instag_hf.cards import build_card
 from instag_hf.hub import push_to_hub, save
 from instag_hf.normalization import TagNormalizer
-from instag_hf.tagging import Tagger, tag
 from instag_hf.sampling import SelectionInfo, sample, selection_info
+from instag_hf.tagging import Tagger, tag
 
 __version__ = "0.1.0"
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -87,6 +88,7 @@ def push_to_hub(
     commit_message: str | None = None,
     *,
     max_shard_size: int | str | None = None,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> CommitInfo:
     """Push the subset, its card, the normalizer and the plots to a Hub dataset repo in one commit.
 
@@ -101,6 +103,8 @@ def push_to_hub(
         create_pr: Open a pull request (``refs/pr/N``) instead of committing to ``main``.
         commit_message: Title of the commit.
         max_shard_size: Largest parquet shard, as in ``Dataset.push_to_hub`` (default 500MB).
+        extra_files: More files for the same commit, repo path -> bytes (a refresh's state,
+            say); they may not replace the data, the card, the normalizer or the plots.
 
     Returns:
         The ``huggingface_hub.CommitInfo``; when nothing changed, that of the current head
@@ -123,7 +127,7 @@ def push_to_hub(
     secrets = [token] if isinstance(token, str) else [huggingface_hub.get_token() or ""]
     try:
         info, head = _commit(api, repo_id, subset, card, normalizer, private, create_pr,
-                             commit_message or _default_message(subset), max_shard_size)  # fmt: skip
+                             commit_message or _default_message(subset), max_shard_size, extra_files)  # fmt: skip
     except (HfHubHTTPError, TransportError, HFValidationError) as error:
         failure = _hub_error(error, repo_id, api.endpoint, secrets)
     else:
@@ -145,6 +149,7 @@ def _commit(
     create_pr: bool,
     commit_message: str,
     max_shard_size: int | str | None,
+    extra_files: Mapping[str, bytes] | None,
 ) -> tuple[CommitInfo, str]:
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     head = api.repo_info(repo_id, repo_type="dataset").sha
@@ -154,7 +159,7 @@ def _commit(
     if README in existing:
         readme = DatasetCard.load(api.hf_hub_download(repo_id, README, repo_type="dataset", revision=head))
     with tempfile.TemporaryDirectory(prefix="instag-push-") as staging:
-        layout = _stage(subset, card, normalizer, Path(staging), readme, existing, max_shard_size)
+        layout = _stage(subset, card, normalizer, Path(staging), readme, existing, max_shard_size, extra_files)
         operations = [CommitOperationAdd(p, str(layout.root / p)) for p in layout.files]
         operations += [CommitOperationDelete(p) for p in layout.stale]
         logger.info("Pushing %d files (%d stale shards deleted) to dataset %s", len(layout.files),
@@ -172,6 +177,7 @@ def save(
     normalizer: TagNormalizer | None = None,
     *,
     max_shard_size: int | str | None = None,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> Path:
     """Write the subset, its card, the normalizer and the plots to a folder, as the Hub repo would get them.
 
@@ -181,6 +187,7 @@ def save(
         card: The card; built without a pool when ``None``.
         normalizer: The fitted normalizer, saved as ``normalizer.json``.
         max_shard_size: Largest parquet shard (default 500MB).
+        extra_files: More files, path -> bytes, as for :func:`push_to_hub`.
 
     Returns:
         The folder, which ``datasets.load_dataset(str(folder))`` reads.
@@ -201,7 +208,7 @@ def save(
         existing = {
             p.relative_to(root).as_posix(): p.stat().st_size for p in (root / DATA_DIR).glob("*") if p.is_file()
         }
-        layout = _stage(subset, card, normalizer, root, readme, existing, max_shard_size)
+        layout = _stage(subset, card, normalizer, root, readme, existing, max_shard_size, extra_files)
         for path in layout.stale:
             (root / path).unlink()
     except OSError as error:
@@ -264,6 +271,7 @@ def _stage(
     readme: DatasetCard | None,
     existing: dict[str, int],
     max_shard_size: int | str | None,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> _Layout:
     """Write every file of the layout under ``root``; list them and the shards they replace."""
     layout = _Layout(root)
@@ -291,6 +299,12 @@ def _stage(
     for path, image in sorted(getattr(card, "plots", {}).items()):
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes(image)
+        layout.files.append(path)
+    for path, data in sorted((extra_files or {}).items()):
+        if path in layout.files or path.startswith(f"{DATA_DIR}/"):
+            raise HubError(f"extra file {path!r} would replace part of the published subset: choose another path.")
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(data)
         layout.files.append(path)
     return layout
 

@@ -22,7 +22,7 @@ from typing import Any
 from datasets import Dataset
 
 from instag_hf.analysis import TagStats, analyze
-from instag_hf.errors import CardError, ConfigurationError, HubError
+from instag_hf.errors import CardError, ConfigurationError
 from instag_hf.normalization import TAGS_COLUMN, TagNormalizer
 from instag_hf.sampling import sample
 from instag_hf.tagging import ERROR_COLUMN, RAW_TAGS_COLUMN, Tagger
@@ -180,9 +180,8 @@ def publish(
         private: Create the Hub repo private.
         create_pr: Open a pull request instead of committing to the main branch.
         source, source_revision: The source dataset, named in the card.
-        extra_files: More files for the repo, path -> bytes. On the Hub they go in a
-            second commit right after the first (into the same pull request), so they
-            land only once the data has.
+        extra_files: More files for the repo, path -> bytes, in the same commit as the
+            data (a refresh's state lands with the data it describes, or not at all).
 
     Returns:
         The commit (or pull request) URL, or the folder written.
@@ -201,15 +200,11 @@ def publish(
         source=source, source_revision=source_revision, repo_id=push_to,
     )
     if push_to is None:
-        folder = save(result.subset, output_dir, card=card, normalizer=result.normalizer)  # type: ignore[arg-type]
-        for name, data in (extra_files or {}).items():
-            (folder / name).write_bytes(data)
+        folder = save(result.subset, output_dir, card=card, normalizer=result.normalizer,  # type: ignore[arg-type]
+                      extra_files=extra_files)
         return str(folder)
     info = push_to_hub(result.subset, push_to, card=card, normalizer=result.normalizer, private=private,
-                       create_pr=create_pr)
-    if extra_files:
-        revision = f"refs/pr/{info.pr_num}" if info.pr_num is not None else None
-        _commit_files(push_to, extra_files, revision=revision)
+                       create_pr=create_pr, extra_files=extra_files)
     return str(info.pr_url or info.commit_url)
 
 
@@ -239,21 +234,6 @@ def write_card(
     except OSError as error:
         raise CardError(f"Cannot write the card to {str(root)!r}: {error}") from error
     return root / "README.md"
-
-
-def _commit_files(repo_id: str, files: Mapping[str, bytes], *, revision: str | None) -> None:
-    from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.errors import HfHubHTTPError
-
-    operations = [CommitOperationAdd(path, data) for path, data in sorted(files.items())]
-    try:
-        HfApi().create_commit(repo_id, operations, commit_message=f"Update {', '.join(sorted(files))}",
-                              repo_type="dataset", revision=revision)
-    except HfHubHTTPError as error:
-        raise HubError(
-            f"The subset was pushed to {repo_id}, but {', '.join(sorted(files))} could not be: "
-            f"{str(error).splitlines()[0]}"
-        ) from error
 
 
 def _tagging_notes(ds: Dataset) -> list[str]:

@@ -231,3 +231,17 @@ def test_rejected_commit_leaves_the_repo_as_it_was(hub_client, curated):
     assert "unchanged" in str(caught.value)
     assert hub.commits("alice/rejected") == before_commits and repo_files(hub, "alice/rejected") == before_files
     assert len(load_dataset("alice/rejected", split="train")) == 4
+
+
+
+def test_extra_files_go_in_the_same_commit_and_cannot_replace_the_subset(hub_client, curated, tmp_path):
+    # A refresh's state travels with the data it describes: one commit, or none.
+    hub, (_, subset, normalizer, card) = hub_client, curated
+    instag_hf.push_to_hub(subset, "alice/extra-files", card=card, extra_files={"instag_state.json": b"{}"})
+    commits = hub.commits("alice/extra-files")
+    assert len(commits) == 2  # the new repo's initial commit, then ours with everything
+    assert {"instag_state.json", "README.md"} <= set(hub.files("alice/extra-files"))
+    folder = instag_hf.save(subset, tmp_path / "out", card=card, extra_files={"instag_state.json": b"{}"})
+    assert (folder / "instag_state.json").read_bytes() == b"{}"
+    with pytest.raises(HubError, match="would replace"):
+        instag_hf.save(subset, tmp_path / "bad", card=card, extra_files={"README.md": b"oops"})

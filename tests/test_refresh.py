@@ -66,9 +66,11 @@ def test_refresh_tags_only_new_queries_and_skips_when_unchanged(tgi, hub_client,
     datasets.Dataset.from_list(rows + new_rows).push_to_hub(source)
     tgi.reset()
     fresh_request_cache("requests-1")
+    before = len(hub_client.commits(target))
     result = refresh(config)
     assert result.exit_code == 0, result.output
     assert "4 new, 40 reused" in result.output and "4 requests sent" in result.output
+    assert len(hub_client.commits(target)) == before + 1  # data, card and state land together
     assert prompts_sent(tgi) == {row["prompt"]: 1 for row in new_rows}
     assert json.loads(hub_client.files(target)[STATE_FILE])["pool_rows"] == 44
     assert len(datasets.load_dataset(target, split="train")) == 8
