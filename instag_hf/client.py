@@ -20,6 +20,7 @@ from instag_hf.endpoint import ServerInfo, build_request, post, read_reply
 from instag_hf.errors import EndpointError
 from instag_hf.parsing import ParseResult, parse_tags
 from instag_hf.pool import EndpointPool
+from instag_hf.progress import TaggingProgress
 from instag_hf.prompts import TAGS_JSON_SCHEMA, PromptTemplate
 from instag_hf.retry import RetryPolicy
 
@@ -67,6 +68,7 @@ class TaggingClient:
         cache: RequestCache | None,
         headers: dict[str, str] | None,
         stats: TaggingStats,
+        progress: TaggingProgress | None = None,
     ) -> None:
         self.infos = infos
         self.template = template
@@ -80,6 +82,7 @@ class TaggingClient:
         self.cache = cache
         self.headers = headers
         self.stats = stats
+        self.progress = progress
         self.pool = EndpointPool(infos, concurrency)
         self.identity = infos[0].identity
         self._session: aiohttp.ClientSession | None = None
@@ -102,6 +105,8 @@ class TaggingClient:
         keys = {self.key(q): q for q in queries}
         found = self.cache.get_many(keys)
         self.stats.cache_hits += len(found)
+        if self.progress is not None and found:
+            self.progress.update(len(found), self.pool.in_flight)
         return {keys[k]: Answer(parse_tags(text)) for k, text in found.items()}
 
     async def ask(self, query: str) -> Answer:
@@ -114,6 +119,8 @@ class TaggingClient:
         self._pending[key] = future
         try:
             answer = await self._ask(query, key)
+            if self.progress is not None:
+                self.progress.update(1, self.pool.in_flight)
             future.set_result(answer)
             return answer
         except BaseException as error:

@@ -1,4 +1,8 @@
-"""Live progress of tagging: rows/s, requests in flight, retries, errors.
+"""Live progress of tagging: queries/s, requests in flight, retries, errors.
+
+The bar counts user queries as their answers arrive (from the endpoint or the cache), not
+rows as batches finish: with ``atag`` many batches are in flight at once and each finishes
+late, so a per-batch count would sit still for most of the run.
 
 A tqdm bar from ``datasets.utils.tqdm``, so ``datasets.disable_progress_bars()`` and
 ``HF_DATASETS_DISABLE_PROGRESS_BARS=1`` silence it like every other bar of the chain.
@@ -7,8 +11,10 @@ A tqdm bar from ``datasets.utils.tqdm``, so ``datasets.disable_progress_bars()``
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-from instag_hf.client import TaggingStats
+if TYPE_CHECKING:
+    from instag_hf.client import TaggingStats
 
 _REFRESH_SECONDS = 0.5  # postfix updates cost a terminal write: not on every batch
 
@@ -18,7 +24,7 @@ class TaggingProgress:
         from datasets.utils.tqdm import tqdm
 
         self.stats = stats
-        self.bar = tqdm(desc="InsTag tagging", unit=" rows", dynamic_ncols=True)
+        self.bar = tqdm(desc="InsTag tagging", unit=" queries", dynamic_ncols=True)
         self._last = 0.0
 
     @classmethod
@@ -29,8 +35,8 @@ class TaggingProgress:
             return None
         return cls(stats)
 
-    def update(self, rows: int, in_flight: int) -> None:
-        self.bar.update(rows)
+    def update(self, queries: int, in_flight: int) -> None:
+        self.bar.update(queries)
         now = time.monotonic()
         if now - self._last >= _REFRESH_SECONDS:
             self._last = now

@@ -253,6 +253,7 @@ class Tagger:
             cache=cache,
             headers=self._headers,
             stats=self._stats,
+            progress=self._progress_bar(),
         )
         if not self._clients:
             atexit.register(self.close)
@@ -301,11 +302,8 @@ class Tagger:
             raise NoEndpointError(_NO_ENDPOINT)
         client = self._client(endpoints)
         rows = extract_queries(query_columns(batch, table, fmt), fmt)
-        progress = self._progress_bar()
         answers = await self._answers(client, rows)
         raw_tags, errors = assemble(rows, answers, client.max_query_chars, self.long_queries)
-        if progress is not None:
-            progress.update(len(rows), client.pool.in_flight)
         return with_columns(batch, table, raw_tags, errors)
 
     async def _answers(self, client: TaggingClient, rows: list[RowQueries]) -> dict[str, Answer]:
