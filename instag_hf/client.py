@@ -87,6 +87,7 @@ class TaggingClient:
         self.identity = infos[0].identity
         self._session: aiohttp.ClientSession | None = None
         self._pending: dict[str, asyncio.Future[Answer]] = {}
+        self._tasks: set[asyncio.Task[Answer]] = set()
         self._failures_in_a_row = 0
         self._fatal: EndpointError | None = None  # once set, every request stops with it
         self._max_query_chars = _max_query_chars(infos, template, max_new_tokens)
@@ -109,6 +110,26 @@ class TaggingClient:
             self.progress.update(len(found), self.pool.in_flight)
         return {keys[k]: Answer(parse_tags(text)) for k, text in found.items()}
 
+    def spawn(self, query: str) -> asyncio.Task[Answer]:
+        """``ask`` as a task this client can cancel when the endpoints are declared dead."""
+        task = asyncio.ensure_future(self.ask(query))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def abort(self) -> None:
+        """Cancel every request still running or waiting, and let them finish cancelling.
+
+        Without this, requests waiting on a slot or a backoff would stay pending in an
+        event loop that datasets never runs again.
+        """
+        pending = [task for task in self._tasks if not task.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for _ in range(3):  # the batches awaiting those tasks unwind on the next iterations
+            await asyncio.sleep(0)
+
     async def ask(self, query: str) -> Answer:
         """The answer for ``query``; concurrent askers of one query share one request."""
         key = self.key(query)
@@ -123,6 +144,9 @@ class TaggingClient:
                 self.progress.update(1, self.pool.in_flight)
             future.set_result(answer)
             return answer
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
         except BaseException as error:
             future.set_exception(error)
             future.exception()  # mark retrieved: sharers re-raise it themselves

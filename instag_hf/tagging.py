@@ -320,7 +320,12 @@ class Tagger:
         answers = client.cached(unique)
         missing = [q for q in unique if q not in answers]
         if missing:
-            results = await asyncio.gather(*(client.ask(q) for q in missing))
+            tasks = [client.spawn(q) for q in missing]
+            try:
+                results = await asyncio.gather(*tasks)
+            except EndpointError:
+                await client.abort()  # the whole map stops: so do the other batches' requests
+                raise
             answers.update(zip(missing, results))
         return answers
 
