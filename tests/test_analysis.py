@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from datasets import Dataset, Features, LargeList, List, Value
 
@@ -118,6 +119,25 @@ def test_tags_keep_their_ids_across_arrow_batches():
     assert decoded == rows
     stats = instag_hf.analyze(Dataset.from_dict({"t": rows * 30_000}), tag_column="t")  # several 64K batches
     assert stats.tag_counts == (("a", 90_000), ("b", 60_000), ("c", 60_000), ("d", 30_000))
+
+
+def test_rows_read_as_python_sets_with_repeats_nulls_and_many_batches():
+    rng = np.random.default_rng(2)
+    rows: list[list[str | None] | None] = []
+    for _ in range(3000):
+        # Ids past 4096 can share both slots of the repeat check; rows past 64 tags always
+        # need the exact comparison.
+        vocab, size = int(rng.choice([3, 100, 9000])), int(rng.choice([0, 1, 4, 9, 80]))
+        row: list[str | None] = [f"t{j}" for j in rng.integers(0, vocab, size)]
+        if size and rng.random() < 0.1:
+            row[int(rng.integers(0, size))] = None
+        rows.append(None if rng.random() < 0.02 else row)
+    features = Features({"t": List(Value("string"))})
+    ts = read_tag_sets(Dataset.from_dict({"t": rows}, features=features), "t", batch_size=97)
+    sets = [list(dict.fromkeys(tag for tag in row or [] if tag is not None)) for row in rows]
+    assert ts.vocabulary == tuple(dict.fromkeys(tag for row in sets for tag in row))
+    decoded = [[ts.vocabulary[i] for i in ts.tag_ids[ts.offsets[r] : ts.offsets[r + 1]]] for r in range(ts.rows)]
+    assert decoded == sets
 
 
 def test_large_list_and_large_string_columns_read_the_same(ds):

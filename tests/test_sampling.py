@@ -121,6 +121,31 @@ def test_covering_passes_equal_the_plain_set_algorithm_for_any_pass_order():
         assert (got.tolist(), passes) == reference([set(r) for r in rows], order.tolist(), n), case
 
 
+@pytest.mark.parametrize(("late_tag", "n"), [(False, 10), (False, 80), (True, 10), (True, 100)])
+def test_covering_passes_equal_the_plain_set_algorithm_past_the_first_blocks(late_tag, n):
+    # 70K rows. A pass reads the pass order in blocks while it can finish early (n reached
+    # or every tag covered) and otherwise runs as one pass over all occurrences: a tag on
+    # the last row only (late_tag) stops pass 1 from finishing early, a tag on one early
+    # row only leaves later passes with a tag they can never cover.
+    rng = np.random.default_rng(9)
+    rows, vocab = 70_000, 30
+    lengths = rng.integers(1, 6, rows)
+    lengths[-1] = 1
+    starts = np.repeat(rng.zipf(1.3, rows) % vocab, lengths)
+    within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    tag_ids = ((starts + within) % vocab).astype(np.int32)
+    tag_ids[0] = vocab  # the one-row tag
+    if late_tag:
+        tag_ids[-1] = vocab + 1
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ts = TagSets(offsets, tag_ids, tuple(f"t{i}" for i in range(vocab + 1 + late_tag)))
+    order = sort_by(base_order(rows, np.random.default_rng(1)), -lengths)
+    order = np.concatenate([[0], order[order != 0]])
+    tag_sets = [set(tag_ids[offsets[r] : offsets[r + 1]].tolist()) for r in range(rows)]
+    got, passes = covering_passes(ts, order, n)
+    assert (got.tolist(), passes) == reference(tag_sets, order.tolist(), n)
+
+
 def test_row_positions_follow_the_dataset_through_an_indices_mapping():
     rows = random_tag_lists(np.random.default_rng(3), 200, 15, 5)
     shuffled = make(rows).shuffle(seed=0)
