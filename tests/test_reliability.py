@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import datasets
@@ -117,6 +118,25 @@ def test_load_spreads_over_endpoints_and_a_dead_one_is_set_aside(tgi, request_ca
     # `other` is gone now: the same tagger keeps going on the endpoint that is left.
     tagged = prompts(200, "after ").map(tagger.atag, batched=True)
     assert all(error is None for error in tagged["instag_error"])
+
+
+def test_a_set_aside_endpoint_is_tried_again_when_it_comes_back(tgi, request_cache_dir):
+    other = start_tgi_server()
+    port = int(other.url.rsplit(":", 1)[1])
+    tagger = Tagger([tgi.url, other.url], cache=request_cache_dir, retry=FAST_RETRY, progress=False)
+    prompts(20, "first ").map(tagger.atag, batched=True)  # both endpoints detected
+    other.close()
+    tgi.set_knobs(latency=0.02, max_concurrent_requests=4)  # this map lasts ~3 s on `tgi` alone
+    revived: list = []
+    timer = threading.Timer(0.5, lambda: revived.append(start_tgi_server(port=port)))
+    timer.start()
+    try:
+        tagged = prompts(600, "during ").map(tagger.atag, batched=True)
+    finally:
+        timer.join()
+    with revived[0] as back:
+        assert all(error is None for error in tagged["instag_error"])
+        assert back.stats()["requests"] > 0  # set aside while down, used again once back
 
 
 def test_an_endpoint_down_at_start_is_left_out(tgi, request_cache_dir, caplog):

@@ -87,6 +87,25 @@ def test_each_format_against_llama_cpp(llama_server, request_cache_dir, fmt):
         assert all(isinstance(t["tag"], str) and t["tag"].strip() for t in row["instag_raw_tags"])
 
 
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_each_format_with_the_ready_made_tag_and_num_proc_2(tgi, monkeypatch, request_cache_dir, fmt):
+    monkeypatch.setenv("INSTAG_ENDPOINT", tgi.url)
+    monkeypatch.setenv("INSTAG_CACHE_DIR", str(request_cache_dir))
+    tagged = datasets.Dataset.from_dict(FORMATS[fmt]).map(instag_hf.tag, batched=True, batch_size=1, num_proc=2)
+    assert_tagged(tagged, USER_TURNS[fmt])
+    assert all(error is None for error in tagged["instag_error"])
+
+
+def test_ready_made_tag_with_num_proc_2_against_llama_cpp(llama_server, monkeypatch, request_cache_dir):
+    monkeypatch.setenv("INSTAG_ENDPOINT", llama_server)
+    monkeypatch.setenv("INSTAG_CACHE_DIR", str(request_cache_dir))
+    ds = datasets.Dataset.from_dict(SHAREGPT)
+    tagged = ds.map(instag_hf.tag, batched=True, batch_size=1, num_proc=2)
+    assert tagged.num_rows == 2 and tagged["conversations"] == ds["conversations"]
+    for row in tagged:
+        assert row["instag_raw_tags"] or row["instag_error"]
+
+
 def test_ready_made_tag_reads_the_endpoint_from_the_environment(tgi, monkeypatch):
     monkeypatch.setenv("INSTAG_ENDPOINT", tgi.url)
     tagged = datasets.Dataset.from_dict(PROMPTS).map(instag_hf.tag, batched=True)
