@@ -129,7 +129,7 @@ class _Pass:
     def __init__(self, ts: TagSets, order: np.ndarray) -> None:
         self.order, self.sentinel = order, len(order)
         dtype = np.int32 if len(order) < 2**31 - 1 else np.int64
-        self.position = np.full(ts.rows, self.sentinel, dtype=dtype)
+        self.position: np.ndarray = np.full(ts.rows, self.sentinel, dtype=dtype)
         self.position[order] = np.arange(len(order), dtype=dtype)
         self.vocab_size = len(ts.vocabulary)
         self.rows = np.arange(ts.rows, dtype=np.int64)
@@ -229,7 +229,7 @@ def steer_to_mean(lengths: np.ndarray, rows: int, total: float) -> np.ndarray:
         hi = above[0] if above.size else None
         if lo is None or hi is None or lo == hi:
             i = lo if hi is None else hi
-            x = min(r, available[i] - taken[i])
+            x = min(r, int(available[i] - taken[i]))
         else:
             x_hi = int(np.clip(round((s - values[lo] * r) / (values[hi] - values[lo])), 0, r))
             if x_hi > available[hi] - taken[hi]:

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -151,7 +151,7 @@ class TagStats:
         return cls(**values)
 
 
-PoolLike = AnyDataset | TagStats
+PoolLike: TypeAlias = AnyDataset | TagStats
 
 
 def analyze(
@@ -276,7 +276,7 @@ def _build(
         LongTail(
             max_count=limit,
             tags=int(np.count_nonzero(counts <= limit)),
-            tag_share=_ratio(np.count_nonzero(counts <= limit), len(tags)),
+            tag_share=_ratio(int(np.count_nonzero(counts <= limit)), len(tags)),
             occurrence_share=_ratio(counts[counts <= limit].sum(), occurrences),
         )
         for limit in tail_counts

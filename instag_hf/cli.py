@@ -260,7 +260,10 @@ def sample(source: str | None, dataset: str | None, split: str | None, revision:
 
     subset = select(_load(source, dataset, split, revision), **kwargs)
     sources.write_dataset(subset, output)
-    click.echo(f"{selection_info(subset).describe()} -> {output}")
+    info = selection_info(subset)
+    # sample() registers the subset's SelectionInfo under its fingerprint before returning it.
+    assert info is not None
+    click.echo(f"{info.describe()} -> {output}")
 
 
 @main.command()
@@ -342,11 +345,11 @@ def refresh_command(config_path: Path, only: tuple[str, ...], force: bool, dry_r
     try:
         config = refreshing.load_config(config_path)
     except ConfigurationError as error:
-        raise _exit_with(str(error), EXIT_BAD_CONFIG) from error
+        raise _BadConfig(str(error)) from error
     try:
         outcomes = refreshing.refresh(config, only=only or None, force=force, dry_run=dry_run)
     except ConfigurationError as error:  # an unknown --target
-        raise _exit_with(str(error), EXIT_BAD_CONFIG) from error
+        raise _BadConfig(str(error)) from error
     for outcome in outcomes:
         click.echo(outcome.line())
     failed = sum(o.failed for o in outcomes)
@@ -355,10 +358,14 @@ def refresh_command(config_path: Path, only: tuple[str, ...], force: bool, dry_r
         click.get_current_context().exit(EXIT_FAILED)
 
 
-def _exit_with(message: str, code: int) -> click.ClickException:
-    error = click.ClickException(" ".join(message.split("\n")))
-    error.exit_code = code
-    return error
+class _BadConfig(click.ClickException):
+    """An invalid refresh config or ``--target``; its message is printed on one line."""
+
+    # click types exit_code as a class variable, so each exit code gets its own subclass.
+    exit_code = EXIT_BAD_CONFIG
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split("\n")))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -168,6 +168,8 @@ class TaggingClient:
             parsed = parse_tags(text)
             if parsed.error is None:
                 break
+        # Tagger checks parse_retries >= 0, so the loop ran, and a pass with no text returned.
+        assert text is not None
         if self.cache is not None:
             self.cache.put(key, text)
         self.stats.answered += 1

@@ -58,7 +58,9 @@ if TYPE_CHECKING:
 try:  # the HTTP client under huggingface_hub: httpx2 since 2.x, httpx before
     from httpx2 import TransportError
 except ImportError:  # pragma: no cover
-    from httpx import TransportError  # type: ignore[no-redef]
+    # Both packages are typed, so mypy sees the fallback as a redefinition with another type;
+    # at run time only one of the two is imported.
+    from httpx import TransportError  # type: ignore[no-redef,assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +152,7 @@ def _commit(
     commit_message: str,
     max_shard_size: int | str | None,
     extra_files: Mapping[str, bytes] | None,
-) -> tuple[CommitInfo, str]:
+) -> tuple[CommitInfo, str | None]:
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     head = api.repo_info(repo_id, repo_type="dataset").sha
     tree = api.list_repo_tree(repo_id, repo_type="dataset", revision=head, recursive=True)
@@ -160,7 +162,9 @@ def _commit(
         readme = DatasetCard.load(api.hf_hub_download(repo_id, README, repo_type="dataset", revision=head))
     with tempfile.TemporaryDirectory(prefix="instag-push-") as staging:
         layout = _stage(subset, card, normalizer, Path(staging), readme, existing, max_shard_size, extra_files)
-        operations = [CommitOperationAdd(p, str(layout.root / p)) for p in layout.files]
+        operations: list[CommitOperationAdd | CommitOperationDelete] = [
+            CommitOperationAdd(p, str(layout.root / p)) for p in layout.files
+        ]
         operations += [CommitOperationDelete(p) for p in layout.stale]
         logger.info("Pushing %d files (%d stale shards deleted) to dataset %s", len(layout.files),
                     len(layout.stale), repo_id)  # fmt: skip
@@ -318,7 +322,12 @@ def _merged_card(
     deleted: int,
 ) -> DatasetCard:
     """The card with the YAML ``datasets`` needs, merged into an existing README's."""
-    data = readme.data if readme is not None else DatasetCardData()  # readme: loaded for this push only
+    if readme is None:
+        data = DatasetCardData()
+    else:
+        # A DatasetCard parses its YAML into DatasetCardData; RepoCard types it only as CardData.
+        assert isinstance(readme.data, DatasetCardData)
+        data = readme.data  # readme: loaded for this push only
     for key, value in card.data.to_dict().items():
         if key not in ("configs", "dataset_info"):
             data[key] = value

@@ -232,6 +232,9 @@ def _target_states(repo: str, *, pull_requests: bool) -> list[tuple[str, dict[st
         states = []
         for ref in refs:
             info = api.dataset_info(repo, revision=ref)
+            # huggingface_hub types ``sha`` as optional; the state is pinned to it, never to a moving ref.
+            if info.sha is None:
+                raise HubError(f"Cannot read the refresh state of {repo!r}: the Hub gave no commit sha for {ref}.")
             if STATE_FILE in {s.rfilename for s in info.siblings or []}:
                 state = json.loads(_download(repo, STATE_FILE, info.sha))
                 if isinstance(state, dict) and state.get("format") == _STATE_FORMAT:

@@ -192,7 +192,10 @@ def sample(
     ts = read_tag_sets(ds, tag_column)
     if request.strategy == "random" and request.seed is None:
         # Drawn here and recorded, so that an unseeded random subset can still be rebuilt.
-        request = replace(request, seed=int(np.random.SeedSequence().entropy % 2**63))
+        entropy = np.random.SeedSequence().entropy
+        # Built without entropy, a SeedSequence draws a fresh int from the OS: never None or a sequence.
+        assert isinstance(entropy, int)
+        request = replace(request, seed=int(entropy % 2**63))
     indices, passes, notes = _select(ts, request)
     info = _summarise(ts, request, indices, passes, notes, getattr(ds, "_fingerprint", None))
     subset = _select_rows(ds, indices, info)
@@ -208,6 +211,8 @@ def _select(ts: TagSets, request: SamplingRequest) -> tuple[np.ndarray, int | No
     n, lengths = request.n, ts.lengths
     tagged = int(np.count_nonzero(lengths))
     if request.strategy == "random":
+        # sample() draws and records a seed for "random" before calling here.
+        assert rng is not None
         return rng.choice(ts.rows, size=n, replace=False).astype(np.int64), None, []
     order = base_order(ts.rows, rng)
     if request.controlled:

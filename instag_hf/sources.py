@@ -93,13 +93,17 @@ def source_revision(source: str, revision: str | None = None) -> str:
     )
 
     try:
-        return HfApi().dataset_info(source, revision=revision).sha
+        sha = HfApi().dataset_info(source, revision=revision).sha
     except RevisionNotFoundError as error:
         raise ConfigurationError(f"Dataset {source!r} has no revision {revision!r}.") from error
     except RepositoryNotFoundError as error:
         raise ConfigurationError(_not_found(source)) from error
     except (HfHubHTTPError, OSError) as error:
         raise HubError(f"Cannot read the revision of {source!r} from the Hub: {_first_line(error)}") from error
+    # huggingface_hub types ``sha`` as optional; without it a change could not be detected.
+    if sha is None:
+        raise HubError(f"Cannot read the revision of {source!r} from the Hub: the answer carried no commit sha.")
+    return sha
 
 
 def write_dataset(ds: Dataset, destination: str | os.PathLike[str]) -> Path:

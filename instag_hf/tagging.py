@@ -377,8 +377,8 @@ def _detect_all(urls: Sequence[str], timeout: float, headers: dict[str, str] | N
             failures.append(str(error))
     if not infos:
         raise EndpointError(" ".join(failures))
-    for error in failures:
-        logger.warning("%s It is left out of this run.", error)
+    for failure in failures:
+        logger.warning("%s It is left out of this run.", failure)
     models = {info.model_id for info in infos}
     if len(models) > 1:
         raise ConfigurationError(
