@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--jitter", type=float, default=0.1, help="uniform extra seconds per request")
     parser.add_argument("--concurrency", type=int, default=128, help="server max_concurrent_requests (C)")
     parser.add_argument("--naive-requests", type=int, default=10)
+    parser.add_argument("--slow-rate", type=float, default=0.01,
+                        help="second scenario: this share of requests takes 10 x L (stragglers)")
     args = parser.parse_args()
     datasets.disable_progress_bars()
 
@@ -71,6 +73,20 @@ def main() -> None:
             results[name] = args.rows / wall
             print(f"{name:34s} {args.rows / wall:8.1f} rows/s = {args.rows / wall / bound:.3f} of C/L; "
                   f"client CPU {1000 * cpu / requests:.2f} ms/request; max in flight {server.stats()['max_in_flight']}")
+
+        # Stragglers: a batch that waits for its slowest request leaves slots idle; the
+        # async map keeps filling them from the other batches.
+        server.set_knobs(fault_rate=args.slow_rate, faults=["slow"])
+        slow_latency = args.latency * (1 - args.slow_rate) + 10 * args.latency * args.slow_rate + args.jitter / 2
+        slow_bound = args.concurrency / slow_latency
+        print(f"\nwith {args.slow_rate:.0%} stragglers at 10 x L: bound C/L = {slow_bound:.1f} rows/s")
+        for name, function in (
+            ("ds.map(instag_hf.tag) [async]", instag_hf.tag),
+            ("ds.map(Tagger(...)) [sync]", instag_hf.Tagger(server.url, progress=False)),
+        ):
+            wall, cpu, requests = timed_map(ds, function, server)
+            print(f"{name:34s} {args.rows / wall:8.1f} rows/s = {args.rows / wall / slow_bound:.3f} of C/L")
+        server.set_knobs(fault_rate=0.0)
 
         from huggingface_hub import InferenceClient
 
