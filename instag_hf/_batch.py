@@ -44,6 +44,19 @@ def query_columns(batch: Any, table: pa.Table | None, fmt: RowFormat) -> dict[st
     return {name: list(batch[name]) for name in names if name in batch}
 
 
+def fit_query(query: str, limit: int | None, long_queries: str) -> tuple[str | None, str | None]:
+    """The one rule for queries longer than the server takes: (what to send, what to say).
+
+    ``None`` to send means the query is refused (``long_queries="error"``).
+    """
+    if limit is None or len(query) <= limit:
+        return query, None
+    if long_queries == "error":
+        return None, (f"query of {len(query)} characters exceeds the server's input limit "
+                      f"(~{limit} characters); not sent")
+    return query[:limit], f"query truncated from {len(query)} to {limit} characters to fit the server's input limit"
+
+
 def assemble(
     rows: list[RowQueries], answers: dict[str, Answer], limit: int | None, long_queries: str
 ) -> tuple[list[list[dict]], list[str | None]]:
@@ -55,15 +68,12 @@ def assemble(
         multi = len(row.queries) > 1 or (row.queries and row.queries[0][0] > 0)
         for turn, query in row.queries:
             where = f"turn {turn}: " if multi else ""
-            if limit is not None and len(query) > limit:
-                if long_queries == "error":
-                    problems.append(f"{where}query of {len(query)} characters exceeds the server's input limit "
-                                    f"(~{limit} characters); not sent")
-                    continue
-                problems.append(f"{where}query truncated from {len(query)} to {limit} characters to fit "
-                                "the server's input limit")
-                query = query[:limit]
-            answer = answers[query]
+            sent, note = fit_query(query, limit, long_queries)
+            if note:
+                problems.append(f"{where}{note}")
+            if sent is None:
+                continue
+            answer = answers[sent]
             if answer.parsed is None:
                 problems.append(f"{where}{answer.error}")
                 continue

@@ -45,3 +45,6 @@ class TaggingProgress:
                 in_flight=in_flight, requests=s.requests, cached=s.cache_hits, retries=s.retries,
                 errors=s.failed,
             )
+
+    def close(self) -> None:
+        self.bar.close()

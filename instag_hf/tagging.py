@@ -19,10 +19,10 @@ result instead.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,9 +33,11 @@ from instag_hf._batch import (  # noqa: F401  (the column contract)
     RAW_TAGS_TYPE,
     assemble,
     columns_of,
+    fit_query,
     query_columns,
     with_columns,
 )
+from instag_hf._runtime import Runtime, close_client
 from instag_hf.cache import RequestCache
 from instag_hf.client import Answer, TaggingClient, TaggingStats
 from instag_hf.endpoint import ServerInfo, detect_server
@@ -210,14 +212,19 @@ class Tagger:
 
     # -- runtime (per process, never pickled) ------------------------------------------
 
+    _finalizer: weakref.finalize
+
     def _reset_runtime(self) -> None:
+        if hasattr(self, "_finalizer"):
+            self._finalizer.detach()  # after fork: the parent's sockets and threads are not ours
         self._pid = os.getpid()
+        self._runtime = Runtime()
+        # Closes sessions and the progress bar when the Tagger is collected, or at exit:
+        # the finalizer holds the runtime, not the Tagger, so a dropped Tagger can go.
+        self._finalizer = weakref.finalize(self, self._runtime.close)
         self._infos: dict[tuple[str, ...], list[ServerInfo]] = {}
-        self._clients: dict[tuple[int, tuple[str, ...]], tuple[asyncio.AbstractEventLoop, TaggingClient]] = {}
         self._formats: dict[tuple[str, ...], RowFormat] = {}
         self._stats = TaggingStats()
-        self._progress: TaggingProgress | None = None
-        self._thread_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
 
     def _check_process(self) -> None:
@@ -233,7 +240,7 @@ class Tagger:
 
     def _client(self, endpoints: tuple[str, ...]) -> TaggingClient:
         loop = asyncio.get_running_loop()
-        entry = self._clients.get((id(loop), endpoints))
+        entry = self._runtime.clients.get((id(loop), endpoints))
         if entry is not None and entry[0] is loop:
             return entry[1]
         self._close_idle_clients()
@@ -255,27 +262,22 @@ class Tagger:
             stats=self._stats,
             progress=self._progress_bar(),
         )
-        if not self._clients:
-            atexit.register(self.close)
-        self._clients[(id(loop), endpoints)] = (loop, client)
+        self._runtime.clients[(id(loop), endpoints)] = (loop, client)
         return client
 
     def _close_idle_clients(self) -> None:
         # datasets makes a new event loop per map call and leaves the old one idle.
-        for key, (loop, client) in list(self._clients.items()):
+        for key, (loop, client) in list(self._runtime.clients.items()):
             if loop.is_closed() or not loop.is_running():
-                _close_client(loop, client)
-                del self._clients[key]
+                close_client(loop, client)
+                del self._runtime.clients[key]
 
     def close(self) -> None:
-        """Close every connection this Tagger opened in this process (also done at exit)."""
-        for key, (loop, client) in list(self._clients.items()):
-            if loop is self._thread_loop or not loop.is_running():
-                _close_client(loop, client)
-                del self._clients[key]
-        if self._thread_loop is not None:
-            self._thread_loop.call_soon_threadsafe(self._thread_loop.stop)
-            self._thread_loop = None
+        """Close every connection and the progress bar of this Tagger in this process.
+
+        Done anyway when the Tagger is garbage-collected or the interpreter exits.
+        """
+        self._finalizer()
 
     def _row_format(self, columns: Sequence[str]) -> RowFormat:
         key = tuple(columns)
@@ -308,15 +310,8 @@ class Tagger:
 
     async def _answers(self, client: TaggingClient, rows: list[RowQueries]) -> dict[str, Answer]:
         limit = client.max_query_chars
-        wanted = []
-        for row in rows:
-            for _, query in row.queries:
-                if limit is not None and len(query) > limit:
-                    if self.long_queries == "error":
-                        continue
-                    query = query[:limit]
-                wanted.append(query)
-        unique = list(dict.fromkeys(wanted))
+        sent = (fit_query(query, limit, self.long_queries)[0] for row in rows for _, query in row.queries)
+        unique = list(dict.fromkeys(q for q in sent if q is not None))
         answers = client.cached(unique)
         missing = [q for q in unique if q not in answers]
         if missing:
@@ -330,31 +325,17 @@ class Tagger:
         return answers
 
     def _progress_bar(self) -> TaggingProgress | None:
-        if self._progress is None:
-            self._progress = TaggingProgress.create(self.progress, self._stats)
-        return self._progress
+        if self._runtime.progress is None:
+            self._runtime.progress = TaggingProgress.create(self.progress, self._stats)
+        return self._runtime.progress
 
     def _background_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
-            if self._thread_loop is None:
+            if self._runtime.thread_loop is None:
                 loop = asyncio.new_event_loop()
                 threading.Thread(target=loop.run_forever, name="instag-tagger", daemon=True).start()
-                self._thread_loop = loop
-            return self._thread_loop
-
-
-def _close_client(loop: asyncio.AbstractEventLoop, client: TaggingClient) -> None:
-    """Close a client's session inside the loop that opened it."""
-    if loop.is_closed():
-        return
-    if loop.is_running():  # the background loop of the synchronous path
-        asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=10)
-        return
-    # An idle loop left by datasets: run it once more, in a thread of its own because this
-    # thread may be running another loop.
-    closer = threading.Thread(target=loop.run_until_complete, args=(client.close(),))
-    closer.start()
-    closer.join(timeout=10)
+                self._runtime.thread_loop = loop
+            return self._runtime.thread_loop
 
 
 def _parse_endpoints(endpoint: str | Sequence[str] | None) -> tuple[str, ...]:
