@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 
 from instag_hf.cache import RequestCache, request_key
-from instag_hf.endpoint import ServerInfo, build_request, post, read_reply
+from instag_hf.endpoint import ServerInfo, build_request, dead_server_reason, post, read_reply
 from instag_hf.errors import EndpointError
 from instag_hf.parsing import ParseResult, parse_tags
 from instag_hf.pool import EndpointPool
@@ -63,7 +63,6 @@ class TaggingClient:
         timeout: float,
         retry: RetryPolicy,
         parse_retries: int,
-        fail_fast_after: int,
         fail_fast_seconds: float,
         cache: RequestCache | None,
         headers: dict[str, str] | None,
@@ -76,9 +75,14 @@ class TaggingClient:
         self.timeout = timeout
         self.retry = retry
         self.parse_retries = parse_retries
-        self.fail_fast_after = fail_fast_after
         self.fail_fast_seconds = fail_fast_seconds
-        self._last_success = time.monotonic()
+        # Fail-fast bookkeeping: when the last answer came, when this client last went from
+        # idle to busy (a Tagger reused after an hour is not "silent for an hour"), and what
+        # each endpoint did since the last answer.
+        self._last_success = self._busy_since = time.monotonic()
+        self._failures: dict[str, list[Any]] = {}  # url -> [attempts failed, last error]
+        self._watch: asyncio.TimerHandle | None = None
+        self._stopped: asyncio.Future[None] | None = None
         self.cache = cache
         self.headers = headers
         self.stats = stats
@@ -88,9 +92,13 @@ class TaggingClient:
         self._session: aiohttp.ClientSession | None = None
         self._pending: dict[str, asyncio.Future[Answer]] = {}
         self._tasks: set[asyncio.Task[Answer]] = set()
-        self._failures_in_a_row = 0
         self._fatal: EndpointError | None = None  # once set, every request stops with it
         self._max_query_chars = _max_query_chars(infos, template, max_new_tokens)
+
+    @property
+    def stopped(self) -> bool:
+        """The endpoints were declared dead and every request has ended: use a new client."""
+        return self._fatal is not None and not self._tasks
 
     @property
     def max_query_chars(self) -> int | None:
@@ -112,10 +120,34 @@ class TaggingClient:
 
     def spawn(self, query: str) -> asyncio.Task[Answer]:
         """``ask`` as a task this client can cancel when the endpoints are declared dead."""
+        if self._fatal is not None:
+            raise self._fatal
+        if not self._tasks:
+            self._busy_since = time.monotonic()
         task = asyncio.ensure_future(self.ask(query))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self._start_watch()
         return task
+
+    async def gather(self, tasks: list[asyncio.Task[Answer]]) -> list[Answer]:
+        """The tasks' answers, or the :class:`EndpointError` that stopped this client.
+
+        Waits for whichever comes first, so a map stops as soon as the endpoints are declared
+        dead, even while every request is waiting for a slot, a backoff or a hung server.
+        """
+        together: asyncio.Future[list[Answer]] = asyncio.gather(*tasks)
+        if self._stopped is None:
+            self._stopped = asyncio.get_running_loop().create_future()
+        waiters: set[asyncio.Future[Any]] = {together, self._stopped}
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if self._fatal is None:
+            return together.result()
+        await self.abort()  # this batch's requests and every other batch's
+        await asyncio.wait({together})
+        if not together.cancelled():
+            together.exception()  # retrieved: the client's error is raised instead
+        raise self._fatal
 
     async def abort(self) -> None:
         """Cancel every request still running or waiting, and let them finish cancelling.
@@ -123,6 +155,7 @@ class TaggingClient:
         Without this, requests waiting on a slot or a backoff would stay pending in an
         event loop that datasets never runs again.
         """
+        self._stop_watch()
         pending = [task for task in self._tasks if not task.done()]
         for task in pending:
             task.cancel()
@@ -195,8 +228,8 @@ class TaggingClient:
                 text = read_reply(path, payload)
                 if text is not None:
                     self.pool.succeeded(slot)
-                    self._failures_in_a_row = 0
                     self._last_success = time.monotonic()
+                    self._failures.clear()
                     return text, None
                 status, error = 502, "the response holds no generated text"
             if status == 429 or (status is None and error.startswith("timed out")):
@@ -214,20 +247,69 @@ class TaggingClient:
             await asyncio.sleep(wait)
 
     def _note_failure(self, url: str, status: int | None, error: str) -> None:
-        """Stop everything once the endpoints have failed long and often enough."""
+        """Count an endpoint's failure; stop everything if the endpoints are dead."""
         if not self.retry.is_retryable(status):
             return  # the request's fault (422 and the like), not the endpoint's
-        self._failures_in_a_row += 1
-        silent_for = time.monotonic() - self._last_success
-        if self._failures_in_a_row >= self.fail_fast_after and silent_for >= self.fail_fast_seconds:
-            what = f"HTTP {status}: {error}" if status is not None else error
-            self._fatal = EndpointError(
-                f"{self._failures_in_a_row} attempts in a row failed and nothing succeeded for "
-                f"{silent_for:.0f}s (last from {url}: {what}). The endpoint looks down: check it and "
-                "run the same map again; every answer received so far is cached and will not be asked again.",
-                url=url,
-            )
+        counts = self._failures.setdefault(url, [0, ""])
+        counts[0] += 1
+        counts[1] = f"HTTP {status}: {error}" if status is not None else error
+        self._check_alive()
+        if self._fatal is not None:
             raise self._fatal
+
+    def _check_alive(self) -> None:
+        """Declare the endpoints dead when a watched server has exited or nothing answered.
+
+        Time, not attempts, decides: an endpoint set aside or with few slots makes few
+        attempts, and a hung one makes none until its requests time out.
+        """
+        if self._fatal is not None:
+            return
+        deaths = [dead_server_reason(info.url) for info in self.infos]
+        if all(deaths):
+            self._declare_dead(EndpointError(" ".join(dict.fromkeys(d for d in deaths if d)), url=self.infos[0].url))
+            return
+        silent_for = time.monotonic() - max(self._last_success, self._busy_since)
+        if not self._failures or silent_for < self.fail_fast_seconds:
+            return
+        what = "; ".join(
+            f"{url} failed {count} attempt{'s' * (count > 1)} (last: {last})" for url, (count, last) in self._failures.items()
+        )
+        kept = "every answer received so far is cached and will not be asked again" if self.cache is not None else (
+            "the request cache is off, so every query will be asked again"
+        )
+        self._declare_dead(EndpointError(
+            f"No tagging endpoint answered for {silent_for:.0f}s: {what}. The endpoint looks down or hung: "
+            f"check it and run the same map again; {kept}.",
+            url=next(iter(self._failures)),
+        ))
+
+    def _declare_dead(self, error: EndpointError) -> None:
+        self._fatal = error
+        self._stop_watch()
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
+
+    def _start_watch(self) -> None:
+        # A timer handle, not a task: datasets stops running its loop after a map, and a
+        # sleeping task left in it would be "destroyed but pending" at exit.
+        if self._watch is None:
+            self._watch = asyncio.get_running_loop().call_later(self._watch_every, self._on_watch)
+
+    def _on_watch(self) -> None:
+        self._watch = None
+        self._check_alive()
+        if self._tasks and self._fatal is None:
+            self._start_watch()
+
+    def _stop_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+    @property
+    def _watch_every(self) -> float:
+        return min(1.0, max(0.05, self.fail_fast_seconds / 10))
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
         if self._session is None:

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import threading
+import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -84,11 +85,16 @@ class Tagger:
         long_queries: ``"truncate"`` (default) cuts a query that cannot fit the server's
             input limit (TGI's ``/info``) and says so in ``instag_error``; ``"error"`` sends
             nothing for it and sets ``instag_error``.
-        fail_fast_after, fail_fast_seconds: Stop the whole map with
-            :class:`~instag_hf.errors.EndpointError` once this many attempts in a row have
-            failed (timeouts, refused or dropped connections, 429 and 5xx) and nothing has
-            succeeded for this many seconds, instead of marking every remaining row failed.
-            Both must hold, so a server restart of a few seconds is ridden out by retries.
+        fail_fast_seconds: Stop the whole map with :class:`~instag_hf.errors.EndpointError`
+            once no endpoint has answered for this many seconds while requests fail
+            (refused, dropped or timed-out connections, 429 and 5xx), however few attempts
+            that was, instead of marking every remaining row failed. A server restart
+            shorter than this is ridden out by retries. A hung server (connections accepted,
+            no answer) is noticed when its requests time out: the map stops after at most
+            ``timeout`` + ``fail_fast_seconds`` (150 s with the defaults). A server started
+            by :mod:`instag_hf.local_llm` that exits stops the map at once.
+        fail_fast_after: Deprecated, no effect: attempts are no longer counted (an endpoint
+            with few slots, or set aside, makes too few of them to decide anything).
         cache: True (default, unless ``INSTAG_CACHE=0``) keeps every answer in the on-disk
             request cache, a folder path puts the cache there, False turns it off.
         progress: Show a progress bar; None follows ``datasets``' progress-bar switch.
@@ -114,7 +120,7 @@ class Tagger:
         retry: RetryPolicy | None = None,
         parse_retries: int = 1,
         long_queries: str = "truncate",
-        fail_fast_after: int = 100,
+        fail_fast_after: int | None = None,
         fail_fast_seconds: float = 30.0,
         cache: bool | str | os.PathLike[str] = True,
         progress: bool | None = None,
@@ -133,9 +139,14 @@ class Tagger:
             raise ConfigurationError(f"parse_retries must be >= 0, got {parse_retries}")
         if long_queries not in ("truncate", "error"):
             raise ConfigurationError(f"long_queries must be 'truncate' or 'error', got {long_queries!r}")
-        if fail_fast_after < 1 or fail_fast_seconds < 0:
-            raise ConfigurationError(
-                f"fail_fast_after must be >= 1 and fail_fast_seconds >= 0, got {fail_fast_after}, {fail_fast_seconds}"
+        if fail_fast_seconds < 0:
+            raise ConfigurationError(f"fail_fast_seconds must be >= 0, got {fail_fast_seconds}")
+        if fail_fast_after is not None:
+            warnings.warn(
+                "Tagger(fail_fast_after=...) has no effect any more: the map stops once no endpoint has "
+                "answered for fail_fast_seconds, however many attempts that was",
+                FutureWarning,
+                stacklevel=2,
             )
         self.max_new_tokens = max_new_tokens
         self.concurrency = concurrency
@@ -143,7 +154,6 @@ class Tagger:
         self.retry = retry or RetryPolicy()
         self.parse_retries = parse_retries
         self.long_queries = long_queries
-        self.fail_fast_after = fail_fast_after
         self.fail_fast_seconds = float(fail_fast_seconds)
         self.cache_setting = cache if isinstance(cache, bool) else os.fspath(cache)
         self.progress = progress
@@ -181,7 +191,6 @@ class Tagger:
             "concurrency": self.concurrency,
             "timeout": self.timeout,
             "retry": self.retry,
-            "fail_fast_after": self.fail_fast_after,
             "fail_fast_seconds": self.fail_fast_seconds,
             "cache": self.cache_setting,
             "progress": self.progress,
@@ -200,7 +209,6 @@ class Tagger:
             retry=state["retry"],
             parse_retries=state["parse_retries"],
             long_queries=state["long_queries"],
-            fail_fast_after=state["fail_fast_after"],
             fail_fast_seconds=state["fail_fast_seconds"],
             cache=state["cache"],
             progress=state["progress"],
@@ -241,8 +249,12 @@ class Tagger:
     def _client(self, endpoints: tuple[str, ...]) -> TaggingClient:
         loop = asyncio.get_running_loop()
         entry = self._runtime.clients.get((id(loop), endpoints))
-        if entry is not None and entry[0] is loop:
+        if entry is not None and entry[0] is loop and not entry[1].stopped:
             return entry[1]
+        if entry is not None and entry[0] is loop:
+            # It declared its endpoints dead, so its map has ended: a new map (the same
+            # Tagger called again in the same loop) starts afresh.
+            close_client(loop, entry[1])
         self._close_idle_clients()
         cache = None
         if self.cache_setting is not False and constants.cache_enabled():
@@ -255,7 +267,6 @@ class Tagger:
             timeout=self.timeout,
             retry=self.retry,
             parse_retries=self.parse_retries,
-            fail_fast_after=self.fail_fast_after,
             fail_fast_seconds=self.fail_fast_seconds,
             cache=cache,
             headers=self._headers,
@@ -315,12 +326,9 @@ class Tagger:
         answers = client.cached(unique)
         missing = [q for q in unique if q not in answers]
         if missing:
-            tasks = [client.spawn(q) for q in missing]
-            try:
-                results = await asyncio.gather(*tasks)
-            except EndpointError:
-                await client.abort()  # the whole map stops: so do the other batches' requests
-                raise
+            # Every answer, or the EndpointError that stops the whole map (and the requests
+            # of every other batch) as soon as the endpoints are declared dead.
+            results = await client.gather([client.spawn(q) for q in missing])
             answers.update(zip(missing, results))
         return answers
 

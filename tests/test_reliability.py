@@ -4,6 +4,7 @@ several endpoints, the request cache, kill-and-resume, progress."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -83,10 +84,99 @@ def test_unparseable_answers_are_asked_again_once(tgi, tmp_path):
 
 def test_an_endpoint_that_fails_everything_stops_the_map_fast(tgi, request_cache_dir):
     tgi.set_knobs(fault_rate=1.0, faults=["503"], retry_after=0)
-    tagger = Tagger(tgi.url, cache=request_cache_dir, retry=FAST_RETRY, fail_fast_after=20, fail_fast_seconds=0.2, progress=False)
-    with pytest.raises(EndpointError, match="in a row failed.*run the same map again"):
+    tagger = Tagger(tgi.url, cache=request_cache_dir, retry=FAST_RETRY, fail_fast_seconds=0.2, progress=False)
+    with pytest.raises(EndpointError, match=r"No tagging endpoint answered for \d+s: .*HTTP 503.*run the same map again"):
         prompts(500).map(tagger.atag, batched=True)
     assert tgi.stats()["requests"] < 500 * FAST_RETRY.max_attempts / 2  # stopped, not exhausted
+
+
+FAIL_FAST_SECONDS = 2.0
+# What the map may take past fail_fast_seconds: a watchdog tick, one backoff step of the
+# default policy and the unwinding of a 500-row map, with room for a loaded 2-core machine.
+SLACK_SECONDS = 12.0
+
+
+def _dead_server_map(
+    request_cache_dir, *, slots: int, latency: float, how: str, timeout: float = 120.0
+) -> tuple[EndpointError, float, int]:
+    """Tag 500 rows with the server killed (or stopped) mid-map; returns (error, seconds from
+    the kill to the error, answers received before it)."""
+    server = start_tgi_server(latency=latency, max_concurrent_requests=slots)
+    tagger = Tagger(server.url, cache=request_cache_dir, fail_fast_seconds=FAIL_FAST_SECONDS, timeout=timeout,
+                    progress=False)
+    killed_at: list[float] = []
+
+    def strike() -> None:
+        while tagger.stats.answered < 40:
+            time.sleep(0.01)
+        os.kill(server.process.pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+        killed_at.append(time.monotonic())
+
+    striker = threading.Thread(target=strike, daemon=True)
+    striker.start()
+    try:
+        with pytest.raises(EndpointError) as caught:
+            prompts(500, "dead ").map(tagger.atag, batched=True)
+        ended = time.monotonic()
+    finally:
+        striker.join()
+        if how == "stop":
+            os.kill(server.process.pid, signal.SIGCONT)
+        server.close()
+    return caught.value, ended - killed_at[0], tagger.stats.answered
+
+
+def _rerun_sends_only_the_rest(request_cache_dir) -> None:
+    cached = len(RequestCache(request_cache_dir))
+    assert 40 <= cached < 500
+    with start_tgi_server() as restarted:
+        tagged = prompts(500, "dead ").map(Tagger(restarted.url, cache=request_cache_dir, progress=False).atag,
+                                           batched=True)
+        assert all(error is None for error in tagged["instag_error"])
+        assert len(restarted.stats()["queries"]) == 500 - cached  # only what was not answered
+
+
+@pytest.mark.parametrize("slots,latency", [(4, 0.02), (128, 0.5)], ids=["4-slots", "128-slots"])
+def test_a_server_killed_mid_map_stops_it_within_fail_fast_seconds(request_cache_dir, slots, latency):
+    error, seconds, answered = _dead_server_map(request_cache_dir, slots=slots, latency=latency, how="kill")
+    assert re.search(r"No tagging endpoint answered for \d+s: http://127\.0\.0\.1:\d+ failed \d+ attempts? \(last: ",
+                     str(error)), error
+    assert "run the same map again" in str(error)
+    assert seconds < FAIL_FAST_SECONDS + SLACK_SECONDS, f"the map ran on for {seconds:.1f}s after the kill"
+    assert answered >= 40
+    _rerun_sends_only_the_rest(request_cache_dir)
+
+
+def test_a_hung_server_stops_the_map_within_timeout_plus_fail_fast_seconds(request_cache_dir):
+    # SIGSTOP: connections are still accepted by the kernel, nothing answers.
+    error, seconds, _ = _dead_server_map(request_cache_dir, slots=4, latency=0.02, how="stop", timeout=3.0)
+    assert "timed out after 3s" in str(error), error
+    assert seconds < 3.0 + FAIL_FAST_SECONDS + SLACK_SECONDS, f"the map ran on for {seconds:.1f}s after the hang"
+    _rerun_sends_only_the_rest(request_cache_dir)
+
+
+def test_a_server_restarting_within_fail_fast_seconds_is_ridden_out(request_cache_dir):
+    server = start_tgi_server(latency=0.02, max_concurrent_requests=4)
+    port = int(server.url.rsplit(":", 1)[1])
+    tagger = Tagger(server.url, cache=request_cache_dir, fail_fast_seconds=30, progress=False)
+    revived: list = []
+
+    def restart() -> None:
+        while tagger.stats.answered < 40:
+            time.sleep(0.01)
+        server.close()
+        time.sleep(1.0)
+        revived.append(start_tgi_server(port=port, latency=0.02, max_concurrent_requests=4))
+
+    restarter = threading.Thread(target=restart, daemon=True)
+    restarter.start()
+    try:
+        tagged = prompts(500, "restart ").map(tagger.atag, batched=True)
+    finally:
+        restarter.join()
+    with revived[0] as back:
+        assert back.stats()["requests"] > 0
+    assert all(error is None for error in tagged["instag_error"])
 
 
 def test_concurrency_adapts_to_429_and_stays_under_the_server_limit(tgi, request_cache_dir):
