@@ -181,3 +181,25 @@ async def post(
         return None, None, None, f"timed out after {timeout:g}s"
     except (aiohttp.ClientError, OSError) as error:
         return None, None, None, f"{type(error).__name__}: {error}".rstrip(": ")
+
+
+# Servers this process started and watches (``instag_hf.local_llm``) report here when their
+# process exits, so a map against them stops at once with the real cause (exit status, log
+# tail) instead of "connection refused" until the fail-fast time runs out. Per process: a
+# ``num_proc`` worker forked before the death falls back to the fail-fast time.
+_DEAD_SERVERS: dict[str, str] = {}
+
+
+def report_dead_server(url: str, reason: str) -> None:
+    """Record that the server at ``url`` has exited, and why (a sentence or two)."""
+    _DEAD_SERVERS[url.rstrip("/")] = reason
+
+
+def dead_server_reason(url: str) -> str | None:
+    """Why the server at ``url`` is known to be dead, or None when nothing is known."""
+    return _DEAD_SERVERS.get(url.rstrip("/"))
+
+
+def forget_dead_server(url: str) -> None:
+    """A new server now listens at ``url`` (a port can be reused)."""
+    _DEAD_SERVERS.pop(url.rstrip("/"), None)

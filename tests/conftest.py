@@ -28,7 +28,7 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.pop("INSTAG_ENDPOINT", None)
 os.environ.pop("HF_TOKEN", None)
 
-from instag_hf.local_llm import serve_llama_cpp  # noqa: E402
+from instag_hf.local_llm import start_llama_cpp  # noqa: E402
 from tests.servers.tgi_server import start_tgi_server  # noqa: E402
 
 
@@ -53,10 +53,22 @@ def request_cache_dir(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def llama_server():
-    """URL of a real llama.cpp server running SmolLM2-135M-Instruct (tests assert structure only)."""
-    with serve_llama_cpp() as url:
-        yield url
+def llama_cpp():
+    """The real llama.cpp server running SmolLM2-135M-Instruct, watched by the launcher."""
+    with start_llama_cpp() as server:
+        yield server
+
+
+@pytest.fixture
+def llama_server(llama_cpp):
+    """URL of the real llama.cpp server (tests assert structure only).
+
+    A server that died fails the test with the launcher's message (exit status or signal,
+    log tail), before and after the test, instead of "connection refused".
+    """
+    llama_cpp.check()
+    yield llama_cpp.url
+    llama_cpp.check()
 
 
 # The Hub-API emulator, for tests/test_hub.py and tests/test_cards.py. One process for the

@@ -1,0 +1,108 @@
+"""The local llama.cpp server: built to run on this CPU, watched, and explained when it dies.
+
+The smoke test runs first among the llama.cpp tests (files are collected in name order):
+if the server cannot answer one constrained chat completion, this is the test that says
+why, with the launcher's message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import datasets
+import jsonschema
+import pytest
+
+from instag_hf import Tagger
+from instag_hf.endpoint import ServerInfo, build_request
+from instag_hf.errors import EndpointError
+from instag_hf.local_llm import exit_status, start_llama_cpp
+from instag_hf.prompts import TAGS_JSON_SCHEMA, get_template
+
+
+def test_one_constrained_chat_completion_answers_schema_valid_json(llama_cpp):
+    llama_cpp.check()
+    info = ServerInfo(url=llama_cpp.url, kind="openai", model_id="smollm2")
+    prompt = get_template("paper").render("Write a haiku about the sea.")
+    path, body = build_request(info, prompt, False, {"max_new_tokens": 64, "do_sample": False}, TAGS_JSON_SCHEMA)
+    request = urllib.request.Request(llama_cpp.url + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            payload = json.loads(response.read())
+    except OSError:
+        llama_cpp.check()  # a dead server: its exit status and log, not "connection refused"
+        raise
+    text = payload["choices"][0]["message"]["content"]
+    if payload["choices"][0].get("finish_reason") != "length":  # cut off at 64 tokens is not the server's fault
+        jsonschema.validate(json.loads(text), TAGS_JSON_SCHEMA)
+    llama_cpp.check()
+
+
+def _shared_libraries() -> list[Path]:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llama_cpp")
+    assert spec is not None and spec.origin is not None
+    libs = sorted(Path(spec.origin).parent.rglob("*.so*"))
+    assert any("ggml" in lib.name for lib in libs), libs
+    return libs
+
+
+def test_the_llama_cpp_build_uses_no_avx512_or_amx_instruction():
+    # A build for the build machine's every extension died with SIGILL on CPUs listing
+    # AVX-512/AMX (issue 10): the Makefile builds for the AVX2 baseline. objdump (binutils,
+    # there wherever gcc is) shows what the binary would execute.
+    offending = re.compile(r"%zmm\d|%k[1-7]\b|\btile(loadd|stored|zero|release|cfg)|\btdpb")
+    for lib in _shared_libraries():
+        listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(lib)], capture_output=True,
+                                 text=True, check=True).stdout
+        hits = [line for line in listing.splitlines() if offending.search(line)]
+        assert not hits, f"{lib.name} holds AVX-512/AMX instructions, e.g. {hits[:3]}"
+
+
+def test_a_server_that_exits_at_start_names_its_exit_status_and_shows_its_log(tmp_path):
+    bad = tmp_path / "not-a-model.gguf"
+    bad.write_bytes(b"this is not a GGUF file")
+    with pytest.raises(EndpointError) as caught, start_llama_cpp(bad, log_path=tmp_path / "server.log", timeout=120):
+        pass
+    message = str(caught.value)
+    assert re.search(r"died \((exit code [1-9]\d*|killed by signal SIG\w+)", message), message
+    assert "server.log" in message
+    log_lines = (tmp_path / "server.log").read_text(errors="replace").strip().splitlines()
+    assert log_lines and log_lines[-1].strip() in message  # the log's tail is in the message
+
+
+def test_a_server_that_dies_under_load_stops_the_map_at_once_with_its_signal(tmp_path):
+    ds = datasets.Dataset.from_dict({"prompt": [f"Explain sorting algorithm number {i}." for i in range(60)]})
+    # fail_fast_seconds so long that only the launcher's report can stop the map in time.
+    with start_llama_cpp(log_path=tmp_path / "server.log") as server:
+        tagger = Tagger(server.url, cache=False, max_new_tokens=32, progress=False, fail_fast_seconds=3600)
+
+        def kill_after_first_answer() -> None:
+            while tagger.stats.answered < 1 and server.process.poll() is None:
+                time.sleep(0.05)
+            os.kill(server.process.pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_after_first_answer, daemon=True)
+        killer.start()
+        with pytest.raises(EndpointError) as caught:
+            ds.map(tagger.atag, batched=True, batch_size=8)
+        killer.join()
+    message = str(caught.value)
+    assert "killed by signal SIGKILL" in message and "server.log" in message, message
+    assert tagger.stats.answered < 60
+
+
+def test_exit_status_reads_codes_and_signals():
+    assert exit_status(1) == "exit code 1"
+    assert exit_status(-signal.SIGILL) == "killed by signal SIGILL (illegal instruction)"
+    assert exit_status(-signal.SIGKILL).startswith("killed by signal SIGKILL")
