@@ -26,8 +26,11 @@ $(VENV)/.installed: setup.py scripts/llama_cpp_cmake_args.sh
 test: install
 	$(PY) -m pytest
 
+# CI runs a short one: make demo DEMO_ARGS="--conversations 6 -n 3" DEMO_DIR=...
+DEMO_DIR ?= demo_output
+DEMO_ARGS ?=
 demo: install
-	$(PY) scripts/demo.py --output-dir demo_output
+	$(PY) scripts/demo.py --output-dir $(DEMO_DIR) $(DEMO_ARGS)
 
 bench: install
 	$(PY) benchmarks/bench_tagging.py

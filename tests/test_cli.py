@@ -197,3 +197,11 @@ def test_debug_shows_the_original_exception(pool_file, tmp_path):
                                        str(tmp_path / "req"), "--output-dir", str(tmp_path / "o")])
     assert result.exit_code != 0
     assert isinstance(result.exception, NoEndpointError)
+
+
+def test_an_endpoint_refusing_connections_from_the_start_is_one_line_in_bounded_time(pool_file, tmp_path):
+    from instag_hf.local_llm import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = invoke("tag", pool_file, "--endpoint", closed, "--cache-dir", tmp_path / "req", "-o", tmp_path / "o")
+    assert_one_line_error(result, closed, "does not answer")
