@@ -172,7 +172,7 @@ def compare(
     """Agreement of the tags of ``ds_a`` (candidate) with those of ``ds_b`` (reference).
 
     Args:
-        ds_a: The candidate's tagged ``Dataset`` (or ``IterableDataset``).
+        ds_a: The candidate's tagged ``datasets.Dataset`` (an ``IterableDataset`` works when its columns are known).
         ds_b: The reference's tagged dataset of the same queries; ``None`` compares two
             columns of ``ds_a`` (``column_a`` and ``column_b``), row by row.
         column_a, column_b: Tag columns; default ``instag_raw_tags``, else ``instag_tags``.
