@@ -26,6 +26,7 @@ import click
 
 from instag_hf import pipeline, sources
 from instag_hf import refresh as refreshing
+from instag_hf.agreement import DEFAULT_AUDIT_ROWS, DEFAULT_THRESHOLD
 from instag_hf.errors import ConfigurationError, InstagError
 from instag_hf.prompts import MAX_NEW_TOKENS
 from instag_hf.sampling import STRATEGIES
@@ -187,7 +188,7 @@ def _audit_options(func: Any) -> Any:
                      help="Tag a random sample of the pool again with this (stronger) tagging server and put the "
                           "agreement in the card."),
         click.option("--audit-model", default=None, help="The model the audit endpoint must serve (checked first)."),
-        click.option("--audit-rows", type=click.IntRange(min=1), default=200, show_default=True,
+        click.option("--audit-rows", type=click.IntRange(min=1), default=DEFAULT_AUDIT_ROWS, show_default=True,
                      help="Pool rows the audit samples."),
         click.option("--audit-seed", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Seed of the audit's sample."),
@@ -371,7 +372,7 @@ def run(source: str | None, dataset: str | None, split: str | None, revision: st
 @click.option("--column-b", default=None, help="Tag column of B (with B omitted: a second tag column of A).")
 @click.option("--mode", type=click.Choice(["all", "exact", "semantic"]), default="all", show_default=True,
               help="exact: raw strings and rule keys; semantic: embedding matches (loads the embedding model).")
-@click.option("--threshold", type=click.FloatRange(-1.0, 1.0), default=0.8, show_default=True,
+@click.option("--threshold", type=click.FloatRange(-1.0, 1.0), default=DEFAULT_THRESHOLD, show_default=True,
               help="Cosine similarity a semantic match must exceed.")
 @click.option("--embedding-model", default=None, help="Hub id or folder of the embedding model (semantic matching).")
 @click.option("--format", "row_format", type=click.Choice(["sharegpt", "messages", "alpaca", "prompt"]),
