@@ -15,6 +15,8 @@ INSTALL_REQUIRES = [
     "transformers>=4.45,<6",
     "evaluate>=0.4.3,<0.6",
     "numpy>=1.26,<3",
+    # Maximum bipartite matching of tags (instag_hf.agreement); scikit-learn needs it anyway.
+    "scipy>=1.11,<2",
     # torch is only needed for the embedding model of semantic aggregation; pinned to the
     # CPU build on the machines this project is developed on (a range pulls a CUDA build).
     "torch==2.13.0",
@@ -59,7 +61,8 @@ setup(
     packages=find_packages(include=["instag_hf", "instag_hf.*"]) + ["instag_hf.dataset_cards"],
     package_dir={"instag_hf.dataset_cards": "dataset_cards"},
     package_data={
-        "instag_hf": ["py.typed", "measurements/*/*.py", "measurements/*/*.md"],
+        "instag_hf": ["py.typed", "measurements/*/*.py", "measurements/*/*.md",
+                      "agreement/metric/*/*.py", "agreement/metric/*/*.md"],
         "instag_hf.dataset_cards": ["*.md", "*.jinja"],
     },
     install_requires=INSTALL_REQUIRES,

@@ -5,9 +5,11 @@
     ds = ds.map(normalizer, batched=True)                # + instag_tags
     subset = instag_hf.sample(ds, n=6000)
     instag_hf.push_to_hub(subset, "me/curated", card=instag_hf.build_card(subset, pool=ds))
+    instag_hf.compare(ds_small_tagger, ds_large_tagger).scores["semantic"].micro_f1
 """
 
 from instag_hf import errors
+from instag_hf.agreement import compare
 from instag_hf.analysis import TagStats, analyze
 from instag_hf.cards import build_card
 from instag_hf.hub import push_to_hub, save
@@ -25,6 +27,7 @@ __all__ = [
     "__version__",
     "analyze",
     "build_card",
+    "compare",
     "errors",
     "push_to_hub",
     "sample",

@@ -1,7 +1,8 @@
 """The dataset card of a curated subset: InsTag statistics, provenance and plots.
 
     card = instag_hf.build_card(subset, pool=ds, normalizer=normalizer, tagger=tagger,
-                                source="org/sharegpt", source_revision="abc123")
+                                source="org/sharegpt", source_revision="abc123",
+                                audit=instag_hf.agreement.audit(ds, Tagger(...)))  # optional
     card.data.tags      # ['instag', ...]          (YAML from DatasetCardData)
     card.plots          # {"plots/top_tags.png": b"...", "plots/tags_per_row.png": b"..."}
     card.save("out/README.md")
@@ -28,6 +29,7 @@ from datasets import Dataset
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from instag_hf._card_markdown import Safe, environment, fmt_count, fmt_dec, fmt_pct, markdown_text
+from instag_hf.agreement.auditing import Audit
 from instag_hf.analysis import PoolLike, TagStats, analyze
 from instag_hf.errors import CardError, ConfigurationError, EndpointError
 from instag_hf.prompts import BUILTIN_TEMPLATES
@@ -107,6 +109,7 @@ def build_card(
     top_k: int = 20,
     plots: bool = True,
     date: dt.date | str | None = None,
+    audit: Audit | Mapping[str, Any] | None = None,
 ) -> InstagCard:
     """Build the dataset card of ``subset``: statistics against its pool, provenance, plots.
 
@@ -129,12 +132,14 @@ def build_card(
         top_k: Tags listed in the top-tags table and chart.
         plots: Draw the PNG plots (kept in :attr:`InstagCard.plots`).
         date: Date written in the card (a ``date`` or ISO string); defaults to today (UTC).
+        audit: The sampled audit of the pool's tags (:func:`instag_hf.agreement.audit`, or
+            its ``to_dict()``): its agreement figures go into the provenance.
 
     Returns:
         An :class:`InstagCard` (a ``huggingface_hub.DatasetCard``) with ``.plots``.
 
     Raises:
-        CardError: A value cannot be used (unfitted normalizer, bad date, bad tagger mapping).
+        CardError: A value cannot be used (unfitted normalizer, bad date, bad tagger or audit).
         MissingColumnError: The tag column is missing.
 
     Example:
@@ -167,6 +172,7 @@ def build_card(
         "histogram": _histogram(stats),
         "plots": {"top_tags": Safe(TOP_TAGS_PLOT), "tags_per_row": Safe(TAGS_PER_ROW_PLOT)} if plots else None,
         "tagger": _tagger_context(tagger),
+        "audit": _audit_context(audit),
         "normalizer": _normalizer_context(normalizer),
         "selection": selection.to_dict() if selection else None,
         "version": _library_version(),
@@ -268,6 +274,20 @@ def _tagger_context(tagger: Any | None) -> dict[str, Any] | None:
             # The card is still worth writing; it says what is unknown rather than guessing.
             logger.warning("The tagging endpoint did not say what it serves (%s); the card records it as n/a.", error)
     return context
+
+
+def _audit_context(audit: Audit | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if audit is None:
+        return None
+    if isinstance(audit, Mapping):
+        try:
+            audit = Audit.from_dict(dict(audit))
+        except TypeError as error:
+            raise CardError(f"The audit mapping is incomplete ({error}): pass instag_hf.agreement.audit(...) "
+                            "or its to_dict().") from None  # fmt: skip
+    if not isinstance(audit, Audit):
+        raise CardError(f"audit must be an instag_hf.agreement.Audit or its to_dict(), got {type(audit).__name__}.")
+    return audit.to_dict()
 
 
 _STEPS = (

@@ -7,6 +7,7 @@
     instag card      -d subset --pool normalized -o README.md
     instag push      -d subset --pool normalized --repo me/curated
     instag run       -d pool.jsonl -n 1000 --output-dir curated     # all of the above
+    instag compare   small-tagged large-tagged --json report.json   # agreement of two taggers
     instag refresh   --config refresh.yaml                          # for scheduled CI jobs
 
 Single steps read and write datasets on disk (``save_to_disk`` folders, or ``.parquet`` /
@@ -25,6 +26,7 @@ import click
 
 from instag_hf import pipeline, sources
 from instag_hf import refresh as refreshing
+from instag_hf.agreement import DEFAULT_AUDIT_ROWS, DEFAULT_THRESHOLD
 from instag_hf.errors import ConfigurationError, InstagError
 from instag_hf.prompts import MAX_NEW_TOKENS
 from instag_hf.sampling import STRATEGIES
@@ -180,6 +182,35 @@ _NORMALIZER_ARGS = ("min_frequency", "no_frequency_filter", "no_rule", "no_seman
                     "embedding_model", "semantic_eps", "association_min_support")
 
 
+def _audit_options(func: Any) -> Any:
+    for option in reversed([
+        click.option("--audit-endpoint", default=None,
+                     help="Tag a random sample of the pool again with this (stronger) tagging server and put the "
+                          "agreement in the card."),
+        click.option("--audit-model", default=None, help="The model the audit endpoint must serve (checked first)."),
+        click.option("--audit-rows", type=click.IntRange(min=1), default=DEFAULT_AUDIT_ROWS, show_default=True,
+                     help="Pool rows the audit samples."),
+        click.option("--audit-seed", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Seed of the audit's sample."),
+    ]):
+        func = option(func)
+    return func
+
+
+_AUDIT_ARGS = ("audit_endpoint", "audit_model", "audit_rows", "audit_seed")
+
+
+def _audit_settings(audit: dict[str, Any], tagger_args: dict[str, Any]) -> dict[str, Any]:
+    if audit["audit_endpoint"] is None:
+        if audit["audit_model"] is not None:
+            raise click.UsageError("--audit-model needs --audit-endpoint (the server that serves it).")
+        return {}
+    # The audit asks its own server with the same prompt and row format, through the same cache.
+    audit_tagger = _tagger(**{**tagger_args, "endpoint": audit["audit_endpoint"], "concurrency": None})
+    return {"audit_tagger": audit_tagger, "audit_rows": audit["audit_rows"], "audit_seed": audit["audit_seed"],
+            "audit_model": audit["audit_model"]}
+
+
 # ------------------------------------------------------------------ commands
 
 
@@ -316,18 +347,61 @@ def push(source: str | None, dataset: str | None, split: str | None, revision: s
               help="Local folder to write to (same layout as the Hub repo).")
 @click.option("--private", is_flag=True, help="With --push-to: create the repo private.")
 @click.option("--create-pr", is_flag=True, help="With --push-to: open a pull request instead of committing.")
+@_audit_options
 def run(source: str | None, dataset: str | None, split: str | None, revision: str | None, push_to: str | None,
         output_dir: Path | None, private: bool, create_pr: bool, **kwargs: Any) -> None:
     """The whole chain: tag, normalize, analyze, sample, then push or save with a card."""
     if (push_to is None) == (output_dir is None):
         raise click.UsageError("Give exactly one of --push-to REPO or --output-dir DIR.")
-    tagger = _tagger(**_split_kwargs(kwargs, _TAGGER_ARGS))
+    audit = _split_kwargs(kwargs, _AUDIT_ARGS)
+    tagger_args = _split_kwargs(kwargs, _TAGGER_ARGS)
+    tagger = _tagger(**tagger_args)
     normalizer = _normalizer_settings(**_split_kwargs(kwargs, _NORMALIZER_ARGS))
     result = pipeline.run_chain(_load(source, dataset, split, revision), tagger=tagger, normalizer=normalizer,
-                                **kwargs)
+                                **_audit_settings(audit, tagger_args), **kwargs)
     where = pipeline.publish(result, push_to=push_to, output_dir=output_dir, private=private or None,
                              create_pr=create_pr, source=source or dataset, source_revision=revision)
     click.echo(f"{result.summary()}\n-> {where}")
+
+
+@main.command()
+@click.argument("dataset_a", metavar="A")
+@click.argument("dataset_b", metavar="[B]", required=False)
+@click.option("--split", default=None, help="Split to read from both datasets (default: train, or the only split).")
+@click.option("--column-a", default=None, help="Tag column of A (default: instag_raw_tags, else instag_tags).")
+@click.option("--column-b", default=None, help="Tag column of B (with B omitted: a second tag column of A).")
+@click.option("--mode", type=click.Choice(["all", "exact", "semantic"]), default="all", show_default=True,
+              help="exact: raw strings and rule keys; semantic: embedding matches (loads the embedding model).")
+@click.option("--threshold", type=click.FloatRange(-1.0, 1.0), default=DEFAULT_THRESHOLD, show_default=True,
+              help="Cosine similarity a semantic match must exceed.")
+@click.option("--embedding-model", default=None, help="Hub id or folder of the embedding model (semantic matching).")
+@click.option("--format", "row_format", type=click.Choice(["sharegpt", "messages", "alpaca", "prompt"]),
+              default=None, help="Row format of both datasets (detected from the columns by default).")
+@click.option("--query-column", default=None, help="Column holding the queries (detected by default).")
+@click.option("--top-k", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Most often missed and invented tags to report.")
+@click.option("--json", "json_path", is_flag=False, flag_value="-", default=None, metavar="[PATH]",
+              help="Write every figure as JSON to PATH; --json alone prints the JSON instead of the table.")
+def compare(dataset_a: str, dataset_b: str | None, split: str | None, column_a: str | None, column_b: str | None,
+            mode: str, threshold: float, embedding_model: str | None, row_format: str | None,
+            query_column: str | None, top_k: int, json_path: str | None) -> None:
+    """Measure how well the tags of A (the candidate tagger) agree with those of B (the reference),
+    aligning rows by their queries: exact and semantic precision, recall and F1, micro and macro,
+    the tags A most often misses and invents, and the agreement per turn of multi-turn rows.
+    """
+    from instag_hf.agreement import compare as measure
+
+    ds_a = sources.load_source(dataset_a, split)
+    ds_b = sources.load_source(dataset_b, split) if dataset_b else None
+    result = measure(ds_a, ds_b, column_a=column_a, column_b=column_b, mode=mode, threshold=threshold,
+                     embedding_model=embedding_model, format=row_format, query_column=query_column, top_k=top_k)
+    text = json.dumps(result.to_dict(), indent=1, ensure_ascii=False) + "\n"
+    if json_path == "-":
+        click.echo(text, nl=False)
+        return
+    if json_path is not None:
+        Path(json_path).write_text(text, encoding="utf-8")
+    click.echo(result.summary())
 
 
 @main.command(name="refresh")

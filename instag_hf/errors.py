@@ -66,6 +66,10 @@ class SamplingError(InstagError, ValueError):
     """A sampling request cannot be met."""
 
 
+class AgreementError(InstagError, ValueError):
+    """Two taggings cannot be compared (no shared query, nothing tagged on one side)."""
+
+
 class CardError(InstagError, ValueError):
     """A dataset card cannot be built from what was given."""
 
@@ -79,6 +83,7 @@ class RefreshError(InstagError, RuntimeError):
 
 
 __all__ = [
+    "AgreementError",
     "CardError",
     "ConfigurationError",
     "EndpointError",

@@ -21,6 +21,7 @@ from typing import Any
 
 from datasets import Dataset
 
+from instag_hf.agreement.auditing import DEFAULT_AUDIT_ROWS, Audit, audit, check_sample, served_model
 from instag_hf.analysis import TagStats, analyze
 from instag_hf.errors import CardError, ConfigurationError
 from instag_hf.normalization import TAGS_COLUMN, TagNormalizer
@@ -46,6 +47,7 @@ class ChainResult:
         cache_hits: Queries answered from the request cache.
         notes: Anything worth telling the user (rows that failed tagging, a short subset).
         tagger: The Tagger that tagged the pool (``None`` when the pool came tagged).
+        audit: The sampled audit of the pool's tags by a second tagger, when one was asked for.
     """
 
     pool: Dataset
@@ -57,6 +59,7 @@ class ChainResult:
     cache_hits: int = 0
     notes: list[str] = field(default_factory=list)
     tagger: Tagger | None = None
+    audit: Audit | None = None
 
     def summary(self) -> str:
         """A few lines for a terminal or a CI log."""
@@ -67,6 +70,8 @@ class ChainResult:
             (f"subset: {sub.rows} rows, {sub.unique_tags} tags ({sub.coverage:.1%} of the pool's), "
              f"{sub.mean_tags:.2f} tags/row"),
         ]
+        if self.audit is not None:
+            lines.append(self.audit.describe())
         return "\n".join(lines + [f"note: {note}" for note in self.notes])
 
 
@@ -117,6 +122,10 @@ def run_chain(
     seed: int | None = None,
     target_coverage: float | None = None,
     target_mean_tags: float | None = None,
+    audit_tagger: Tagger | None = None,
+    audit_rows: int = DEFAULT_AUDIT_ROWS,
+    audit_seed: int = 0,
+    audit_model: str | None = None,
 ) -> ChainResult:
     """Tag ``ds`` (when a tagger is given), normalize it, analyze it and sample ``n`` rows.
 
@@ -128,6 +137,11 @@ def run_chain(
         normalizer: An unfitted :class:`~instag_hf.TagNormalizer`, or its settings as a
             mapping (``{"min_frequency": 2}``); fitted here on the pool.
         strategy, seed, target_coverage, target_mean_tags: As :func:`~instag_hf.sample`.
+        audit_tagger: A second (usually stronger) Tagger: after sampling, ``audit_rows`` pool
+            rows drawn with ``audit_seed`` are tagged again by it and the agreement goes into
+            the card (:func:`instag_hf.agreement.audit`). It reads the pool only; the subset
+            is the same with or without it.
+        audit_model: The model the audit endpoint must serve; checked before the pool is tagged.
 
     Returns:
         A :class:`ChainResult`; write it with :func:`publish`.
@@ -142,6 +156,9 @@ def run_chain(
     """
     if not isinstance(normalizer, TagNormalizer):
         normalizer = TagNormalizer(**dict(normalizer or {}))
+    if audit_tagger is not None:  # a wrong audit setting or endpoint fails now, not after the pool is tagged
+        check_sample(audit_rows, audit_seed)
+        served_model(audit_tagger, audit_model)
     if tagger is not None:
         before = (tagger.stats.requests, tagger.stats.cache_hits)
         ds = tag_dataset(ds, tagger, **dict(tag_options or {}))
@@ -157,7 +174,11 @@ def run_chain(
     if len(subset) < n:
         notes.append(f"asked for {n} rows, selected {len(subset)} (the pool has no more rows with new tags)")
     subset_stats = analyze(subset, pool=pool_stats)
-    return ChainResult(pool, subset, normalizer, pool_stats, subset_stats, requests, cache_hits, notes, tagger)
+    report = None
+    if audit_tagger is not None:
+        report = audit(pool, audit_tagger, rows=audit_rows, seed=audit_seed, pool_tagger=tagger, model=audit_model,
+                       embedding_model=normalizer.config.embedding_model)  # fmt: skip
+    return ChainResult(pool, subset, normalizer, pool_stats, subset_stats, requests, cache_hits, notes, tagger, report)
 
 
 def publish(
@@ -197,7 +218,7 @@ def publish(
         raise ConfigurationError("Give exactly one destination: a Hub repo (--push-to) or a folder (--output-dir).")
     card = build_card(
         result.subset, pool=result.pool_stats, normalizer=result.normalizer, tagger=result.tagger,
-        source=source, source_revision=source_revision, repo_id=push_to,
+        source=source, source_revision=source_revision, repo_id=push_to, audit=result.audit,
     )
     if push_to is None:
         folder = save(result.subset, output_dir, card=card, normalizer=result.normalizer,  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ README = REPO_ROOT / "README.md"
 
 
 def test_the_cli_has_the_designed_commands():
-    assert set(COMMANDS) == {"tag", "normalize", "analyze", "sample", "card", "push", "run", "refresh"}
+    assert set(COMMANDS) == {"tag", "normalize", "analyze", "sample", "card", "push", "run", "refresh", "compare"}
 
 
 @pytest.mark.parametrize("name", COMMANDS)

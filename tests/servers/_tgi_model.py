@@ -121,9 +121,16 @@ def extract_query(text: str) -> str:
     return text
 
 
-def tag_query(query: str) -> list[dict[str, str]]:
-    """1-5 ``{"tag", "explanation"}`` dicts for a query, always the same for the same query."""
-    wanted = 1 + stable_hash(query) % 5
+def tag_query(query: str, variant: int = 0) -> list[dict[str, str]]:
+    """1-5 ``{"tag", "explanation"}`` dicts for a query, always the same for the same query.
+
+    ``variant`` makes another fake model: 0 is the default one; any other value keeps the
+    keyword tags (as two real models agree on the obvious intentions) but draws its other
+    tags, and how many, from hashes salted with the variant, and writes every second tag
+    capitalised ("Math"), so exact matching on raw strings and on rule keys differ.
+    """
+    salt = "" if not variant else f"variant {variant}:"
+    wanted = 1 + stable_hash(salt + query) % 5
     words = _WORD.findall(query.lower())
     chosen: dict[str, str] = {}
     for word in words:  # keywords first: they make the answers look like a model's
@@ -131,12 +138,15 @@ def tag_query(query: str) -> list[dict[str, str]]:
         if tag and tag not in chosen:
             chosen[tag] = f'The query mentions "{word}", which calls for {tag}.'
     salts = words + [f"{query}#{i}" for i in range(2 * len(TAGS))]
-    for salt in salts:
+    for word in salts:
         if len(chosen) >= wanted:
             break
-        tag = TAGS[stable_hash(salt) % len(TAGS)]
+        tag = TAGS[stable_hash(salt + word) % len(TAGS)]
         chosen.setdefault(tag, f"The user's intention involves {tag}.")
-    return [{"tag": tag, "explanation": why} for tag, why in list(chosen.items())[:wanted]]
+    tags = list(chosen.items())[:wanted]
+    if variant:
+        tags = [(tag.capitalize() if i % 2 else tag, why) for i, (tag, why) in enumerate(tags)]
+    return [{"tag": tag, "explanation": why} for tag, why in tags]
 
 
 def shape(tags: list[dict[str, str]], schema: dict[str, Any] | None) -> Any:
@@ -153,13 +163,14 @@ def shape(tags: list[dict[str, str]], schema: dict[str, Any] | None) -> Any:
     return tags
 
 
-def render(query: str, schema: dict[str, Any] | None, fault: str | None) -> tuple[str, bool]:
+def render(query: str, schema: dict[str, Any] | None, fault: str | None, variant: int = 0) -> tuple[str, bool]:
     """The generated text for a query, and whether it was cut off (finish reason "length").
 
     ``fault`` is one of the content faults ("prose", "dict", "truncated", "empty",
-    "garbage") or anything else / None for the clean answer.
+    "garbage") or anything else / None for the clean answer; ``variant`` picks the fake
+    model (see :func:`tag_query`).
     """
-    tags = tag_query(query)
+    tags = tag_query(query, variant)
     clean = json.dumps(shape(tags, schema), ensure_ascii=False)
     if fault == "prose":
         return f"Sure! Here are the tags:\n```json\n{clean}\n```\nLet me know if you need more.", False

@@ -172,9 +172,9 @@ class Job:
                            for t, lp in zip(tokens, logprobs)]}
         return [out] if self.route == "/" else out
 
-    def generate(self, query: str, fault: str | None, strict_grammar: bool) -> tuple[str, str]:
+    def generate(self, query: str, fault: str | None, strict_grammar: bool, variant: int = 0) -> tuple[str, str]:
         """The generated text and TGI's finish reason, after ``stop`` and ``max_new_tokens``."""
-        text, cut = model.render(query, self.schema(strict_grammar)[0], fault)
+        text, cut = model.render(query, self.schema(strict_grammar)[0], fault, variant)
         finish = "length" if cut else "eos_token"
         for stop in self.stop:
             if stop and stop in text:  # TGI keeps the stop sequence in the output

@@ -93,6 +93,7 @@ class Knobs:
     max_input_tokens: int = 1024  # tokens = whitespace-separated words
     max_total_tokens: int = 2048  # input + max_new_tokens
     model_id: str = "instag-fake/tgi-tagger"
+    tag_variant: int = 0  # another fake model's tags (see _tgi_model.tag_query); 0: the default model
     seed: int = 0  # seeds the fault draws (the tags themselves never depend on it)
     fault_rate: float = 0.0  # probability that a request gets a fault drawn from `faults`
     faults: Any = FAULT_KINDS  # kinds (equal weights), "a,b" text, or {kind: weight}; stored as dict
@@ -110,7 +111,7 @@ class Knobs:
         object.__setattr__(self, "faults", weights)
         for name, kind in (("latency", float), ("jitter", float), ("fault_rate", float), ("seed", int),
                            ("max_concurrent_requests", int), ("max_input_tokens", int),
-                           ("max_total_tokens", int), ("fail_first_attempts", int)):
+                           ("max_total_tokens", int), ("fail_first_attempts", int), ("tag_variant", int)):
             object.__setattr__(self, name, kind(getattr(self, name)))
         if min(self.latency, self.jitter, self.fail_first_attempts, self.seed, self.retry_after or 0) < 0:
             raise ValueError("latency, jitter, retry_after, seed and fail_first_attempts must be >= 0")
@@ -275,7 +276,7 @@ class TGIServer:
         if fault == "500":
             self._done(job.route, query, 500, fault)
             return _error(500, "Incomplete generation", "incomplete_generation")
-        text, finish = job.generate(query, fault, k.strict_grammar)
+        text, finish = job.generate(query, fault, k.strict_grammar, k.tag_variant)
         self._done(job.route, query, 200, fault)
         return web.json_response(job.response(text, finish, k.model_id))
 
