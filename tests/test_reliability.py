@@ -291,14 +291,23 @@ def test_a_model_swapped_behind_the_url_is_not_mistaken_for_the_old_one(tgi, req
     swapped = ds.map(Tagger(tgi.url, cache=request_cache_dir, progress=False).atag, batched=True)
     assert tgi.stats()["requests"] == 5  # neither datasets' cache nor the request cache answered
     assert swapped._fingerprint != first._fingerprint
-    ds.map(tagger.atag, batched=True)  # the Tagger that saw the first model notices the swap too
-    assert tgi.stats()["requests"] == 5  # (answered by the request cache of the new model)
-    assert tagger.stats.cache_hits == 5
+    again = ds.map(tagger.atag, batched=True)  # the Tagger that saw the first model notices the swap too
+    assert again._fingerprint == swapped._fingerprint and tgi.stats()["requests"] == 5
 
     tgi.set_knobs(model_id=first_model)  # the first model is back: its map result is reused
     tgi.reset()
     back = ds.map(Tagger(tgi.url, cache=request_cache_dir, progress=False).atag, batched=True)
     assert tgi.stats()["requests"] == 0 and back._fingerprint == first._fingerprint
+
+
+def test_a_synchronous_tagger_notices_a_swapped_model_between_maps(tgi, request_cache_dir):
+    # The synchronous path keeps its client (and its event loop) from one map to the next.
+    tagger = Tagger(tgi.url, cache=request_cache_dir, progress=False)
+    prompts(3, "sync swap ").map(tagger, batched=True)
+    tgi.set_knobs(model_id="another-org/another-model")
+    tgi.reset()
+    prompts(3, "sync swap ").map(tagger, batched=True)  # in memory: only the request cache could answer
+    assert tgi.stats()["requests"] == 3 and tagger.stats.cache_hits == 0
 
 
 @pytest.mark.parametrize("damage", ["not-a-database", "malformed"])
