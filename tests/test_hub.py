@@ -260,6 +260,7 @@ def test_a_readme_whose_yaml_datasets_cannot_read_is_a_hub_error_naming_it(hub_c
     (tmp_path / "out" / "README.md").write_text("---\nconfigs: 5\n---\n", encoding="utf-8")
     with pytest.raises(HubError, match=r"README\.md.*configs"):
         instag_hf.save(subset, tmp_path / "out", card=card)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["README.md"]  # nothing written beside it
 
 
 def test_disabled_progress_bars_silence_the_upload_bars_too(hub_client, curated, capfd):
