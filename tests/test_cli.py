@@ -259,7 +259,8 @@ def test_the_tagging_bar_is_closed_when_tagging_ends(tgi, pool_file, tmp_path):
     assert "InsTag tagging" in err and "InsTag normalizing" in err
     last_tagging, normalizing = err.rindex("InsTag tagging"), err.index("InsTag normalizing")
     assert last_tagging < normalizing
-    assert "40 queries" in err[last_tagging:normalizing]  # the final render, written when it closed
+    final = err[last_tagging:normalizing]  # the final render, written when the bar closed
+    assert "40 queries" in final and "in_flight=0" in final and "requests=40" in final
 
 
 def test_the_card_names_the_model_that_tagged_the_rows(tgi, pool_file, tmp_path):
