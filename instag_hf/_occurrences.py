@@ -140,9 +140,22 @@ def read_occurrences(ds: Any, batch_size: int) -> Occurrences:
     )
 
 
-def _batch_pairs(column: pa.ChunkedArray, vocabulary: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(query code, tag id) of every non-empty tag in one batch, adding new tags to vocabulary."""
-    kind = column.type
+#: The field types :func:`instag_hf.tag` writes, and how to test them.
+_FIELD_TYPES = {
+    "turn": ("int32", pa.types.is_integer),
+    "tag": ("string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
+    "explanation": ("string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)),
+}
+
+
+def check_column_type(kind: pa.DataType) -> None:
+    """Refuse an ``instag_raw_tags`` type other than the one :func:`instag_hf.tag` writes.
+
+    Raises:
+        NormalizationError: Not a list of structs with ``turn`` and ``tag``, or a field of
+            another type (``tag: int64``, say); the message names the column, the field, its
+            type and the type it needs.
+    """
     if not (
         (pa.types.is_list(kind) or pa.types.is_large_list(kind))
         and pa.types.is_struct(kind.value_type)
@@ -153,6 +166,26 @@ def _batch_pairs(column: pa.ChunkedArray, vocabulary: dict[str, int]) -> tuple[n
             f"{RAW_TAGS_COLUMN!r} has type {kind}, not list<struct<turn, tag, explanation>>: "
             "it must come from instag_hf.tag."
         )
+    item = kind.value_type
+    for name, (_, accepts) in _FIELD_TYPES.items():
+        index = item.get_field_index(name)
+        if index >= 0 and not accepts(item.field(index).type):
+            raise field_type_error(name, str(item.field(index).type))
+
+
+def field_type_error(name: str, found: str) -> NormalizationError:
+    """The error for a field of ``instag_raw_tags`` that holds ``found`` instead of its type."""
+    wanted = _FIELD_TYPES[name][0]
+    return NormalizationError(
+        f"{RAW_TAGS_COLUMN!r}: its field {name!r} has type {found}, but it must be {wanted} "
+        "(list<struct<turn: int32, tag: string, explanation: string>>, as instag_hf.tag writes it): "
+        "cast the column or tag the dataset again."
+    )
+
+
+def _batch_pairs(column: pa.ChunkedArray, vocabulary: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(query code, tag id) of every non-empty tag in one batch, adding new tags to vocabulary."""
+    check_column_type(column.type)
     lists = column.combine_chunks()
     if len(lists) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)

@@ -1,5 +1,10 @@
 """Where a subset made by :func:`instag_hf.sample` came from, readable by the card builder.
 
+Also which model tagged the rows: :func:`record_tagging` (called by
+:func:`instag_hf.pipeline.tag_dataset`) writes one more record into ``info.description``, so
+the card names the model that produced the tags, not whatever answers at the URL when the
+card is built.
+
 Two records are kept, on purpose:
 
 - an in-process registry keyed by the subset's fingerprint. ``Dataset.select`` is given a
@@ -28,6 +33,11 @@ MARKER = "instag_hf.selection: "
 _HEADLINE = "Selected by instag_hf.sample"
 
 _REGISTRY: dict[str, SelectionInfo] = {}
+
+#: Prefix of the JSON line recording which server, model and prompt tagged the rows.
+TAGGER_MARKER = "instag_hf.tagger: "
+_TAGGER_HEADLINE = "Tagged by instag_hf"
+_TAGGER_KEYS = ("kind", "model", "model_sha", "template", "template_sha256")
 
 
 @dataclass(frozen=True)
@@ -149,4 +159,39 @@ def selection_info(ds: Dataset | IterableDataset) -> SelectionInfo | None:
                 # A hand-edited description should not make card building fail.
                 logger.warning("ignoring an unreadable selection record in info.description: %s", err)
                 return None
+    return None
+
+
+def record_tagging(ds: Dataset, tagger: dict[str, Any]) -> None:
+    """Write which server, model and prompt tagged ``ds`` into ``ds.info.description``.
+
+    Args:
+        ds: The dataset a tagging map just returned.
+        tagger: ``{"kind", "model", "model_sha", "template", "template_sha256"}``, as
+            :meth:`instag_hf.Tagger.provenance` gives it.
+    """
+    values = {key: tagger.get(key) for key in _TAGGER_KEYS}
+    kept = [line for line in (ds.info.description or "").splitlines()
+            if not line.startswith((TAGGER_MARKER, _TAGGER_HEADLINE))]  # fmt: skip
+    base = "\n".join(kept).strip()
+    block = (f"{_TAGGER_HEADLINE} with {values['model']} ({values['kind']} server), prompt template "
+             f"{values['template']}.\n{TAGGER_MARKER}{json.dumps(values)}")  # fmt: skip
+    ds.info.description = f"{base}\n\n{block}" if base else block
+
+
+def tagging_record(ds: Dataset | IterableDataset) -> dict[str, Any] | None:
+    """The record :func:`record_tagging` left in ``ds.info.description``, or ``None``.
+
+    It survives ``save_to_disk`` and every transform that copies ``info`` (normalizing,
+    sampling), so a subset still says which model tagged its rows.
+    """
+    description = ds.info.description if ds.info is not None else ""
+    for line in reversed((description or "").splitlines()):
+        if line.startswith(TAGGER_MARKER):
+            try:
+                data = json.loads(line[len(TAGGER_MARKER) :])
+            except ValueError as err:
+                logger.warning("ignoring an unreadable tagger record in info.description: %s", err)
+                return None
+            return {key: data.get(key) for key in _TAGGER_KEYS} if isinstance(data, dict) else None
     return None

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from instag_hf._normalizer_config import NormalizerConfig
+from instag_hf.constants import parse_endpoints
 from instag_hf.errors import ConfigurationError
 from instag_hf.formats import FORMAT_NAMES
 from instag_hf.prompts import MAX_NEW_TOKENS, get_template
@@ -116,6 +117,8 @@ class TargetConfig:
                 raise ConfigurationError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.endpoint is not None and not isinstance(self.endpoint, str):
             raise ConfigurationError(f"endpoint must be a URL (or comma-separated URLs), got {self.endpoint!r}")
+        if self.endpoint is not None:
+            parse_endpoints(self.endpoint, "endpoint")  # 127.0.0.1:8080 or ftp://... would fail at tagging time
 
     def settings(self) -> dict[str, Any]:
         """Everything that decides the target's content, apart from the source's revision.

@@ -23,17 +23,20 @@ import datetime as dt
 import logging
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datasets import Dataset
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from instag_hf._card_markdown import Safe, environment, fmt_count, fmt_dec, fmt_pct, markdown_text
+from instag_hf._provenance import tagging_record
 from instag_hf.agreement.auditing import Audit
 from instag_hf.analysis import PoolLike, TagStats, analyze
 from instag_hf.errors import CardError, ConfigurationError, EndpointError
 from instag_hf.prompts import BUILTIN_TEMPLATES
 from instag_hf.sampling import SelectionInfo, selection_info
+from instag_hf.sources import FILE_BUILDERS, is_hub_id, is_saved_dataset
 
 if TYPE_CHECKING:
     from instag_hf.normalization import TagNormalizer
@@ -46,6 +49,8 @@ NORMALIZER_FILENAME = "normalizer.json"
 #: Folder of the parquet shards, as ``Dataset.push_to_hub`` names it for the default config.
 DATA_DIR = "data"
 TASK_CATEGORIES = ["text-generation"]
+#: Tags come from a model, as the Hub's field for curated, machine-annotated subsets says.
+ANNOTATIONS_CREATORS = ["machine-generated"]
 CARD_TAGS = ["instag", "instruction-tuning", "sft", "data-selection"]
 _SIZE_CATEGORIES = (
     (1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
@@ -118,10 +123,13 @@ def build_card(
         pool: The dataset the subset was selected from (or its :class:`TagStats`); without
             it, the pool column shows what the selection record knows.
         normalizer: The fitted :class:`TagNormalizer` that wrote the tag column.
-        tagger: The :class:`~instag_hf.Tagger` that tagged the pool (its server is asked
-            what it serves, once), or a mapping with ``kind``, ``model``, ``model_sha``,
-            ``template`` and ``template_sha256``.
-        source: Hub id of the source dataset.
+        tagger: The :class:`~instag_hf.Tagger` that tagged the pool, or a mapping with
+            ``kind``, ``model``, ``model_sha``, ``template`` and ``template_sha256``. A
+            mapping is written as given; otherwise the record that tagging left in the rows
+            (:func:`instag_hf.pipeline.tag_dataset` writes it) names the model that produced
+            the tags, and only without one is the Tagger's server asked what it serves.
+        source: Hub id of the source dataset, or the local file or folder it was read from
+            (the reproduction snippet then reads it the way it was read).
         source_revision: The source's revision (commit sha or tag).
         repo_id: Where the subset will be pushed, for the reproduction snippet.
         pretty_name: Display name; defaults to one built from ``source``.
@@ -149,6 +157,7 @@ def build_card(
     from instag_hf.plots import TAGS_PER_ROW_PLOT, TOP_TAGS_PLOT, render_plots  # late: matplotlib is slow to import
 
     selection = selection_info(subset)
+    tagged_by = _tagger_context(tagger, subset)
     column = tag_column or (selection.tag_column if selection else "instag_tags")
     stats = analyze(subset, tag_column=column, pool=pool, top_k=top_k)
     split = data_split(subset)
@@ -159,6 +168,8 @@ def build_card(
         license=license if license is not None else inherited,
         size_categories=[size_category(stats.rows)],
         task_categories=list(TASK_CATEGORIES),
+        annotations_creators=list(ANNOTATIONS_CREATORS),
+        source_datasets=[source] if source and is_hub_id(source) else None,
         tags=list(CARD_TAGS),
         configs=[{"config_name": "default", "data_files": [{"split": split, "path": f"{DATA_DIR}/{split}-*"}]}],
     )
@@ -171,13 +182,13 @@ def build_card(
         "top_tags": _top_tags(stats),
         "histogram": _histogram(stats),
         "plots": {"top_tags": Safe(TOP_TAGS_PLOT), "tags_per_row": Safe(TAGS_PER_ROW_PLOT)} if plots else None,
-        "tagger": _tagger_context(tagger),
+        "tagger": tagged_by,
         "audit": _audit_context(audit),
         "normalizer": _normalizer_context(normalizer),
         "selection": selection.to_dict() if selection else None,
         "version": _library_version(),
         "date": Safe(_card_date(date)),
-        "repro": _reproduction(source, source_revision, split, repo_id, tagger, normalizer, selection, column),
+        "repro": _reproduction(source, source_revision, split, repo_id, tagged_by, normalizer, selection, column),
     }
     content = environment().get_template(TEMPLATE_NAME).render(**context)
     images = render_plots(stats, top_k=top_k) if plots else {}
@@ -255,24 +266,23 @@ def _histogram(stats: TagStats) -> list[dict[str, Any]]:
 _TAGGER_KEYS = ("kind", "model", "model_sha", "template", "template_sha256")
 
 
-def _tagger_context(tagger: Any | None) -> dict[str, Any] | None:
-    if tagger is None:
-        return None
+def _tagger_context(tagger: Any | None, subset: Dataset) -> dict[str, Any] | None:
     if isinstance(tagger, Mapping):
         unknown = sorted(set(tagger) - set(_TAGGER_KEYS))
         if unknown:
             raise CardError(f"Unknown tagger keys {unknown}: a tagger mapping may hold {list(_TAGGER_KEYS)}.")
         return {key: tagger.get(key) for key in _TAGGER_KEYS}
+    # What tagged the rows, as tagging recorded it: a server asked now may serve another model.
+    recorded = tagging_record(subset)
+    if recorded is not None or tagger is None:
+        return recorded
     context: dict[str, Any] = dict.fromkeys(_TAGGER_KEYS)
     context.update(template=tagger.template.name, template_sha256=tagger.template.sha256)
-    endpoints = tagger.endpoints
-    if endpoints:
-        try:
-            info = tagger._server_infos(endpoints)[0]
-            context.update(kind=info.kind, model=info.model_id, model_sha=info.model_sha)
-        except (EndpointError, ConfigurationError) as error:
-            # The card is still worth writing; it says what is unknown rather than guessing.
-            logger.warning("The tagging endpoint did not say what it serves (%s); the card records it as n/a.", error)
+    try:
+        context.update(tagger.provenance())
+    except (EndpointError, ConfigurationError) as error:
+        # The card is still worth writing; it says what is unknown rather than guessing.
+        logger.warning("The tagging endpoint did not say what it serves (%s); the card records it as n/a.", error)
     return context
 
 
@@ -337,14 +347,14 @@ def _reproduction(
     revision: str | None,
     split: str,
     repo_id: str | None,
-    tagger: Any | None,
+    tagger: Mapping[str, Any] | None,
     normalizer: TagNormalizer | None,
     selection: SelectionInfo | None,
     column: str,
 ) -> dict[str, Any]:
     template: str | None = "paper"  # what Tagger() uses when nothing says otherwise
     if tagger is not None:
-        name = tagger.get("template") if isinstance(tagger, Mapping) else tagger.template.name
+        name = tagger.get("template")
         template = name if name in BUILTIN_TEMPLATES else None  # custom: its text is not in the card
     settings: list[tuple[str, Any]] = []
     if normalizer is not None:
@@ -359,15 +369,33 @@ def _reproduction(
     options += [_CLI_FLAGS[k](v) for k, v in settings if k in _CLI_FLAGS]
     if column != "instag_tags":
         arguments.append(("tag_column", column))
+    local = source is not None and not is_hub_id(source)
     return {
         "source": source or "<source dataset>",
-        "revision": revision,
+        **_loader(source if local else None),
+        "revision": None if local else revision,
         "split": split,
         "template": template,
         "repo_id": repo_id or "<user>/<dataset>",
         "normalizer_settings": settings,
         "sample_arguments": [(Safe(k), v) for k, v in arguments],
         "cli_options": [(Safe(flag), value) for flag, value in options],
+    }
+
+
+def _loader(local: str | None) -> dict[str, Any]:
+    """How the reproduction snippet reads a local source the way it was read.
+
+    A data file loads through its builder (``load_dataset('json', data_files=...)``), a
+    ``save_to_disk`` folder through ``load_from_disk``; ``load_dataset(path)`` reads neither.
+    """
+    if not local:
+        return {"builder": None, "from_disk": False, "from_disk_splits": False}
+    path = Path(local).expanduser()
+    return {
+        "builder": None if path.is_dir() else FILE_BUILDERS.get(path.suffix.lower()),
+        "from_disk": is_saved_dataset(path),
+        "from_disk_splits": (path / "dataset_dict.json").is_file(),
     }
 
 

@@ -137,7 +137,8 @@ def _normalizer_options(func: Any) -> Any:
 
 def _sampling_options(func: Any) -> Any:
     for option in reversed([
-        click.option("-n", "--n", "n", type=click.IntRange(min=0), required=True, help="Rows to select."),
+        # An empty subset has nothing to publish, and .jsonl/.parquet files of no rows do not read back.
+        click.option("-n", "--n", "n", type=click.IntRange(min=1), required=True, help="Rows to select (>= 1)."),
         click.option("--strategy", type=click.Choice(STRATEGIES), default="instag", show_default=True,
                      help="instag: complexity first, then diversity (the paper's Algorithm 1)."),
         click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of the tie-break shuffle."),

@@ -1,14 +1,18 @@
 """The one place that reads ``INSTAG_*`` environment variables.
 
-Values are read when asked for (not at import), so a process that sets a variable before
-its first tagging call is honoured. Tokens are never read here: ``huggingface_hub``
-resolves them itself.
+Values are read when asked for, never at import: a process that sets a variable before
+its first tagging call is honoured, and a bad value fails the command that uses it (with
+a one-line error naming the variable), not ``import instag_hf`` or ``instag --help``.
+Tokens are never read here: ``huggingface_hub`` resolves them itself.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
+
+from instag_hf.errors import ConfigurationError
 
 #: Comma-separated tagging endpoints, e.g. ``http://tgi-0:8080,http://tgi-1:8080``.
 ENV_ENDPOINT = "INSTAG_ENDPOINT"
@@ -25,10 +29,32 @@ DEFAULT_REQUEST_TIMEOUT = 120.0
 _FALSE = {"0", "false", "no", "off"}
 
 
+def parse_endpoints(value: str | list[str] | tuple[str, ...], where: str = "Endpoint") -> tuple[str, ...]:
+    """URLs from a comma-separated string or a list, in order, without blanks or trailing slashes.
+
+    Args:
+        value: ``"http://a:8080,http://b:8080"`` or a list of URLs.
+        where: What the value came from, for the error (``"INSTAG_ENDPOINT"``, a config key).
+
+    Raises:
+        ConfigurationError: A URL is not ``http://`` or ``https://`` (``127.0.0.1:8080``,
+            ``ftp://...``): it would only fail later as "does not answer".
+    """
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    urls = tuple(str(p).strip().rstrip("/") for p in parts if str(p).strip())
+    for url in urls:
+        if not url.lower().startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
+            raise ConfigurationError(f"{where} {url!r} is not an http(s) URL: write it as http://host:port")
+    return urls
+
+
 def endpoints_from_env() -> tuple[str, ...]:
-    """Endpoints listed in ``INSTAG_ENDPOINT``, in order, without blanks."""
-    raw = os.environ.get(ENV_ENDPOINT, "")
-    return tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
+    """Endpoints listed in ``INSTAG_ENDPOINT``, in order, without blanks.
+
+    Raises:
+        ConfigurationError: One of them is not an http(s) URL.
+    """
+    return parse_endpoints(os.environ.get(ENV_ENDPOINT, ""), ENV_ENDPOINT)
 
 
 def cache_enabled() -> bool:
@@ -48,6 +74,26 @@ def embedding_model() -> str | None:
     return os.environ.get(ENV_EMBEDDING_MODEL) or None
 
 
+def check_timeout(value: object, where: str = "timeout") -> float:
+    """``value`` as seconds, refused unless a finite number > 0.
+
+    Raises:
+        ConfigurationError: Not a number, or zero, negative, infinite or NaN.
+    """
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if isinstance(value, bool) or not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigurationError(f"{where} must be a number of seconds > 0, got {value!r}")
+    return seconds
+
+
 def request_timeout() -> float:
-    raw = os.environ.get(ENV_REQUEST_TIMEOUT)
-    return float(raw) if raw else DEFAULT_REQUEST_TIMEOUT
+    """Seconds per request from ``INSTAG_REQUEST_TIMEOUT`` (default 120).
+
+    Raises:
+        ConfigurationError: The variable is set to anything but a number > 0.
+    """
+    raw = os.environ.get(ENV_REQUEST_TIMEOUT, "").strip()
+    return check_timeout(raw, ENV_REQUEST_TIMEOUT) if raw else DEFAULT_REQUEST_TIMEOUT

@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 
 from instag_hf.errors import EndpointError
+from instag_hf.parsing import valid_text
 from instag_hf.retry import parse_retry_after
 
 logger = logging.getLogger(__name__)
@@ -150,15 +151,21 @@ def build_request(info: ServerInfo, prompt: str, raw: bool, params: dict[str, An
 
 
 def read_reply(path: str, payload: Any) -> str | None:
-    """The generated text in a successful response body, None if it has none."""
+    """The generated text in a successful response body, None if it has none.
+
+    The text is made valid UTF-8 here, where it enters: a JSON body may escape a lone
+    surrogate or a NUL into it, and nothing downstream (the cache, Arrow) could store it.
+    """
     if path == "/generate":
         if isinstance(payload, list):  # TGI's compat route answers a list
             payload = payload[0] if payload else {}
-        return payload.get("generated_text") if isinstance(payload, dict) else None
-    try:
-        return payload["choices"][0]["message"]["content"] or ""
-    except (KeyError, IndexError, TypeError):
-        return None
+        text = payload.get("generated_text") if isinstance(payload, dict) else None
+    else:
+        try:
+            text = payload["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError):
+            return None
+    return valid_text(text) if isinstance(text, str) else text
 
 
 async def post(
@@ -175,7 +182,8 @@ async def post(
                 payload = None
             if resp.status >= 400:
                 message = payload.get("error") if isinstance(payload, dict) else None
-                return resp.status, payload, retry_after, str(message or raw[:200].decode("utf-8", "replace"))
+                # The error text becomes a row's instag_error: valid UTF-8 only.
+                return resp.status, payload, retry_after, valid_text(str(message or raw[:200].decode("utf-8", "replace")))
             return resp.status, payload, retry_after, None
     except asyncio.TimeoutError:
         return None, None, None, f"timed out after {timeout:g}s"

@@ -78,12 +78,17 @@ class HubError(InstagError, RuntimeError):
     """Pushing to, or reading from, the Hub failed; nothing half-made was left behind."""
 
 
+class CacheError(InstagError, RuntimeError):
+    """The request cache file is unusable and could not be replaced; the message says how to recover."""
+
+
 class RefreshError(InstagError, RuntimeError):
     """A scheduled refresh could not complete; the message names the target."""
 
 
 __all__ = [
     "AgreementError",
+    "CacheError",
     "CardError",
     "ConfigurationError",
     "EndpointError",

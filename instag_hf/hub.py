@@ -31,13 +31,14 @@ JSON, and a README whose only time-dependent value is the card's date (inject ``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import huggingface_hub
 from datasets import Dataset, DatasetInfo, SplitDict, SplitInfo
@@ -67,7 +68,7 @@ logger = logging.getLogger(__name__)
 README = "README.md"
 CONFIG_NAME = "default"
 
-__all__ = ["push_to_hub", "save"]
+__all__ = ["TransportError", "hub_bars_follow_datasets", "push_to_hub", "save", "unreachable_hub"]
 
 
 @dataclass
@@ -128,8 +129,9 @@ def push_to_hub(
     # Whatever token ends up in the request must not end up in a message.
     secrets = [token] if isinstance(token, str) else [huggingface_hub.get_token() or ""]
     try:
-        info, head = _commit(api, repo_id, subset, card, normalizer, private, create_pr,
-                             commit_message or _default_message(subset), max_shard_size, extra_files)  # fmt: skip
+        with hub_bars_follow_datasets():
+            info, head = _commit(api, repo_id, subset, card, normalizer, private, create_pr,
+                                 commit_message or _default_message(subset), max_shard_size, extra_files)  # fmt: skip
     except (HfHubHTTPError, TransportError, HFValidationError) as error:
         failure = _hub_error(error, repo_id, api.endpoint, secrets)
     else:
@@ -158,10 +160,13 @@ def _commit(
     tree = api.list_repo_tree(repo_id, repo_type="dataset", revision=head, recursive=True)
     existing = {entry.path: entry.size for entry in tree if isinstance(entry, RepoFile)}
     readme = None
+    where = f"{README} of {repo_id}"
     if README in existing:
-        readme = DatasetCard.load(api.hf_hub_download(repo_id, README, repo_type="dataset", revision=head))
+        path = api.hf_hub_download(repo_id, README, repo_type="dataset", revision=head)
+        readme = _load_readme(path, where)
     with tempfile.TemporaryDirectory(prefix="instag-push-") as staging:
-        layout = _stage(subset, card, normalizer, Path(staging), readme, existing, max_shard_size, extra_files)
+        layout = _stage(subset, card, normalizer, Path(staging), readme, existing, max_shard_size, extra_files,
+                        readme_name=where)
         operations: list[CommitOperationAdd | CommitOperationDelete] = [
             CommitOperationAdd(p, str(layout.root / p)) for p in layout.files
         ]
@@ -208,17 +213,64 @@ def save(
     card, normalizer = _complete(subset, card, normalizer)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        readme = DatasetCard.load(root / README) if (root / README).is_file() else None
+        where = f"{README} in {str(root)!r}"
+        readme = _load_readme(root / README, where) if (root / README).is_file() else None
         existing = {
             p.relative_to(root).as_posix(): p.stat().st_size for p in (root / DATA_DIR).glob("*") if p.is_file()
         }
-        layout = _stage(subset, card, normalizer, root, readme, existing, max_shard_size, extra_files)
+        layout = _stage(subset, card, normalizer, root, readme, existing, max_shard_size, extra_files,
+                        readme_name=where)
         for path in layout.stale:
             (root / path).unlink()
     except OSError as error:
         raise HubError(f"Cannot write the subset to {str(root)!r}: {error}. Check the path and its permissions.") from None
     logger.info("Wrote %d files to %s", len(layout.files), root)
     return root
+
+
+@contextlib.contextmanager
+def hub_bars_follow_datasets() -> Iterator[None]:
+    """Silence huggingface_hub's upload and download bars while ``datasets``' bars are off.
+
+    ``HF_DATASETS_DISABLE_PROGRESS_BARS=1`` (or ``datasets.disable_progress_bars()``) is the
+    one switch the README gives for quiet logs; huggingface_hub has a switch of its own,
+    which is turned off for the block and on again afterwards (its upload bars have no
+    group name, so only the global switch reaches them). ``HF_HUB_DISABLE_PROGRESS_BARS=0``
+    still wins, and bars huggingface_hub already had off are left alone.
+    """
+    from datasets.utils.tqdm import are_progress_bars_disabled as datasets_quiet
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    if (not datasets_quiet() or are_progress_bars_disabled()
+            or huggingface_hub.constants.HF_HUB_DISABLE_PROGRESS_BARS is False):  # fmt: skip
+        yield
+        return
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        enable_progress_bars()
+
+
+def _load_readme(path: str | Path, where: str) -> DatasetCard:
+    import yaml
+
+    try:
+        readme = DatasetCard.load(path)
+        # Read now what merging will read, so a bad README fails before anything is written.
+        MetadataConfigs.from_dataset_card_data(readme.data)
+        DatasetInfosDict.from_dataset_card_data(readme.data)
+    except (ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError) as error:
+        raise _bad_readme(where, error) from error
+    return readme
+
+
+def _bad_readme(where: str, error: BaseException) -> HubError:
+    detail = " ".join(str(error).split()) or type(error).__name__
+    return HubError(
+        f"The {where} has YAML metadata that datasets cannot read ({detail}): fix it (the 'configs' and "
+        f"'dataset_info' keys are the ones datasets reads) or remove them, then publish again; nothing was written."
+    )
 
 
 def _version() -> str:
@@ -276,8 +328,15 @@ def _stage(
     existing: dict[str, int],
     max_shard_size: int | str | None,
     extra_files: Mapping[str, bytes] | None = None,
+    *,
+    readme_name: str = README,
 ) -> _Layout:
-    """Write every file of the layout under ``root``; list them and the shards they replace."""
+    """Write every file of the layout under ``root``; list them and the shards they replace.
+
+    Raises:
+        HubError: The existing README (``readme_name`` says whose) has YAML that ``datasets``
+            cannot read, or an extra file would replace part of the subset.
+    """
     layout = _Layout(root)
     split = data_split(subset)
     nbytes = subset._estimate_nbytes()  # what Dataset.push_to_hub sizes its shards by
@@ -294,7 +353,12 @@ def _stage(
     replaced = {p: size for p, size in existing.items() if p.startswith(ours) and p.endswith(".parquet")}
     layout.stale = sorted(set(replaced) - set(layout.files))
     split_info = SplitInfo(name=split, num_bytes=nbytes, num_examples=len(subset))
-    merged = _merged_card(card, readme, subset, split_info, uploaded, sum(replaced.values()))
+    try:
+        merged = _merged_card(card, readme, subset, split_info, uploaded, sum(replaced.values()))
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        if readme is None:
+            raise  # nothing of the user's was read: the fault is ours
+        raise _bad_readme(readme_name, error) from error
     merged.save(root / README)
     layout.files.append(README)
     if normalizer is not None:
@@ -372,12 +436,27 @@ def _hub_error(error: Exception, repo_id: str, endpoint: str, secrets: list[str]
         detail = _scrub(error.server_message or str(error).splitlines()[0], secrets)
         return HubError(_advice(status, repo_id, endpoint, detail), repo_id=repo_id, status=status)
     if isinstance(error, TransportError):
-        return HubError(
-            f"Cannot reach the Hub at {endpoint} ({_scrub(f'{type(error).__name__}: {error}', secrets)}): check "
-            f"the network or HF_ENDPOINT, then push again. Nothing was committed to {repo_id}.",
-            repo_id=repo_id,
-        )
+        return unreachable_hub(error, f"push to {repo_id}", secrets, then=f"then push again. Nothing was "
+                               f"committed to {repo_id}.", repo_id=repo_id)
     return HubError(f"Invalid Hub request for {repo_id!r}: {_scrub(str(error), secrets)}", repo_id=repo_id)
+
+
+def unreachable_hub(
+    error: BaseException, what: str, secrets: list[str] | None = None, *, then: str = "", **context: Any
+) -> HubError:
+    """The HubError for a connection to the Hub that failed: refused, dropped, timed out, no DNS.
+
+    Args:
+        error: The HTTP client's exception (``httpx``'s ``TransportError``).
+        what: What could not be done, e.g. ``"read the refresh state of 'me/data'"``.
+        secrets: Texts to keep out of the message (default: the token huggingface_hub uses).
+        then: What to do after fixing the connection, appended to the advice.
+        **context: Kept on the error (``repo_id=...``).
+    """
+    hidden = secrets if secrets is not None else [huggingface_hub.get_token() or ""]
+    detail = _scrub(f"{type(error).__name__}: {error}".rstrip(": "), hidden)
+    return HubError(f"Cannot reach the Hub at {huggingface_hub.constants.ENDPOINT} to {what} ({detail}): check the "
+                    f"network or HF_ENDPOINT{', ' + then if then else '.'}", **context)
 
 
 def _advice(status: int | None, repo_id: str, endpoint: str, detail: str) -> str:

@@ -39,12 +39,13 @@ from os import PathLike
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from instag_hf._artifact import content_hash, read_artifact, write_artifact
 from instag_hf._fitting import fit_vocabulary
 from instag_hf._normalization_report import NormalizationReport
 from instag_hf._normalizer_config import NormalizerConfig
-from instag_hf._occurrences import RAW_TAGS_COLUMN, read_occurrences
+from instag_hf._occurrences import RAW_TAGS_COLUMN, check_column_type, field_type_error, read_occurrences
 from instag_hf._rules import rule_key
 from instag_hf.errors import (
     ConfigurationError,
@@ -137,6 +138,8 @@ class TagNormalizer:
         Raises:
             NotFittedError: Neither ``fit`` nor ``load`` was called.
             MissingColumnError: The batch has no ``instag_raw_tags`` column.
+            NormalizationError: The column has another type than the tagger writes (a
+                ``tag`` that is not a string, say); the message says which and what it needs.
         """
         self._check_fitted()
         if RAW_TAGS_COLUMN not in batch:
@@ -145,6 +148,11 @@ class TagNormalizer:
                 "`ds = ds.map(instag_hf.tag, batched=True)`.",
                 column=RAW_TAGS_COLUMN,
             )
+        table = getattr(batch, "pa_table", None)  # datasets' LazyBatch: the type says it at once
+        if table is not None and RAW_TAGS_COLUMN in table.column_names:
+            kind = table.column(RAW_TAGS_COLUMN).type
+            if not pa.types.is_null(kind):  # a column of nulls only: rows without tags
+                check_column_type(kind)
         rows: Any = [self._row(row) for row in batch[RAW_TAGS_COLUMN]]
         if rows and not any(rows):
             # `Dataset.map` fixes a column's type from the first batch it writes; from lists
@@ -173,6 +181,8 @@ class TagNormalizer:
         seen: set[str] = set()
         for item in raw_tags or ():
             tag = item.get("tag") if item else None
+            if tag is not None and not isinstance(tag, str):
+                raise field_type_error("tag", type(tag).__name__)
             canonical = self._lookup(tag) if tag else None
             if canonical is not None and canonical not in seen:
                 seen.add(canonical)

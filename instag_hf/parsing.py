@@ -9,6 +9,11 @@ JSON is found by trying :meth:`json.JSONDecoder.raw_decode` at each ``[`` / ``{`
 (not by a greedy regex, which would swallow prose between two lists); a list that does
 not decode whole is re-read item by item, so the whole items before a cut survive.
 
+Whatever comes out is valid text (it must go into Arrow, SQLite and JSON files): a lone
+surrogate or a NUL — in the answer itself, or decoded from a JSON escape such as
+``\ud800`` — never leaves this module. A tag holding one is dropped, an explanation gets
+U+FFFD in its place, and the result says so.
+
     >>> parse_tags('Sure! [{"tag": "Cosplay", "explanation": "role play"}]').tags
     [('Cosplay', 'role play')]
 """
@@ -32,6 +37,10 @@ _MAX_WRAPPER_DEPTH = 3
 _DECODER = json.JSONDecoder()
 _CANDIDATE = re.compile(r"[\[{]")
 _WHITESPACE = re.compile(r"\s*")
+# Lone surrogates and NUL: no UTF-8 writer takes the first, C-based tools cut at the second.
+_INVALID = re.compile("[\x00\ud800-\udfff]")
+# A tag that holds U+FFFD lost characters on the way (see valid_text): it is not kept either.
+_INVALID_IN_TAG = re.compile("[\x00\ud800-\udfff\ufffd]")
 
 _TAG_KEYS = ("tag", "tags", "tag_name", "tagname", "name", "title", "label", "intention")
 _EXPLANATION_KEYS = ("explanation", "explanations", "description", "explain", "reason", "desc")
@@ -48,6 +57,16 @@ class ParseResult(NamedTuple):
     tags: list[tuple[str, str]]
     error: str | None
     warning: str | None
+
+
+def valid_text(text: str) -> str:
+    """``text`` with every lone surrogate and NUL replaced by U+FFFD: valid UTF-8 to store.
+
+    Example:
+        >>> valid_text("ok\\ud800\\x00") == "ok\\ufffd\\ufffd"
+        True
+    """
+    return _INVALID.sub("\ufffd", text)
 
 
 def parse_tags(text: str | None) -> ParseResult:
@@ -72,6 +91,7 @@ def parse_tags(text: str | None) -> ParseResult:
         return ParseResult([], "no answer", None)
     if not isinstance(text, str):
         return ParseResult([], f"answer is not text (got {type(text).__name__})", None)
+    text = valid_text(text)  # a raw NUL would also make the JSON undecodable
     if not text.strip():
         return ParseResult([], f"empty answer: {_excerpt(text)}", None)
 
@@ -99,7 +119,7 @@ def parse_tags(text: str | None) -> ParseResult:
                 # Answers to a prompt that shows one object often give several, one per
                 # line or comma-separated: read on while objects follow.
                 items, resume, cut = _read_items(text, end, [value])
-                result = _finish(items, cut, dropped_notes)
+                result = _finish(items, cut, dropped_notes, one_object=len(items) == 1)
             else:
                 result = _finish(items, None, dropped_notes)
         elif opener == "[":
@@ -215,15 +235,18 @@ def _as_text(value: Any) -> str:
         return ""
 
 
-def _finish(items: list[Any], cut: str | None, dropped_notes: list[str]) -> ParseResult | None:
+def _finish(
+    items: list[Any], cut: str | None, dropped_notes: list[str], *, one_object: bool = False
+) -> ParseResult | None:
     """Clean and merge the items of one candidate; None when no tag survives.
 
     Notes on what was dropped are appended to ``dropped_notes`` when nothing survives, so
-    the final error can say why.
+    the final error can say why. ``one_object``: the answer was a single object where a
+    list was asked for, which the result says like any other repair.
     """
     tags: list[tuple[str, str]] = []
     index: dict[str, int] = {}
-    not_tags = blank = too_long = 0
+    not_tags = blank = too_long = invalid = fixed = 0
     for item in items:
         pair = _tag_item(item)
         if pair is None:
@@ -236,13 +259,19 @@ def _finish(items: list[Any], cut: str | None, dropped_notes: list[str]) -> Pars
         if len(tag) > MAX_TAG_CHARS:
             too_long += 1
             continue
+        if _INVALID_IN_TAG.search(tag):  # JSON escapes such as \ud800 decode to such characters
+            invalid += 1
+            continue
+        explanation = pair[1]
+        if _INVALID.search(explanation):
+            explanation, fixed = valid_text(explanation), fixed + 1
         key = tag.casefold()
         seen = index.get(key)
         if seen is None:
             index[key] = len(tags)
-            tags.append((tag, pair[1]))
-        elif not tags[seen][1] and pair[1]:
-            tags[seen] = (tags[seen][0], pair[1])
+            tags.append((tag, explanation))
+        elif not tags[seen][1] and explanation:
+            tags[seen] = (tags[seen][0], explanation)
 
     notes = []
     if cut == "cut":
@@ -266,9 +295,18 @@ def _finish(items: list[Any], cut: str | None, dropped_notes: list[str]) -> Pars
         notes.append(
             f"dropped {too_long} {_plural(too_long, 'tag')} longer than {MAX_TAG_CHARS} characters"
         )
+    if invalid:
+        notes.append(
+            f"dropped {invalid} {_plural(invalid, 'tag')} that {'is' if invalid == 1 else 'are'} not valid text "
+            "(lone surrogate or NUL)"
+        )
+    if fixed:
+        notes.append(f"replaced invalid characters in {fixed} {_plural(fixed, 'explanation')}")
     if not tags:
         dropped_notes.extend(note for note in notes if note not in dropped_notes)
         return None
+    if one_object:
+        notes.insert(0, "answer was one object, not a list: kept it as one tag")
     return ParseResult(tags, None, "; ".join(notes) if notes else None)
 
 
@@ -276,4 +314,4 @@ def _plural(count: int, noun: str) -> str:
     return noun if count == 1 else noun + "s"
 
 
-__all__ = ["EXCERPT_CHARS", "MAX_TAG_CHARS", "ParseResult", "parse_tags"]
+__all__ = ["EXCERPT_CHARS", "MAX_TAG_CHARS", "ParseResult", "parse_tags", "valid_text"]

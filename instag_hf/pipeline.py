@@ -21,9 +21,10 @@ from typing import Any
 
 from datasets import Dataset
 
+from instag_hf._provenance import record_tagging
 from instag_hf.agreement.auditing import DEFAULT_AUDIT_ROWS, Audit, audit, check_sample, served_model
 from instag_hf.analysis import TagStats, analyze
-from instag_hf.errors import CardError, ConfigurationError
+from instag_hf.errors import CardError, ConfigurationError, InstagError
 from instag_hf.normalization import TAGS_COLUMN, TagNormalizer
 from instag_hf.sampling import sample
 from instag_hf.tagging import ERROR_COLUMN, RAW_TAGS_COLUMN, Tagger
@@ -87,13 +88,27 @@ def tag_dataset(ds: Dataset, tagger: Tagger, *, overlap: bool = True, **map_kwar
             progress bar then moves batch by batch instead of all batches ending together.
         **map_kwargs: Passed to ``Dataset.map`` (``batch_size``, ``num_proc``, ...).
 
+    Returns:
+        The tagged dataset. Its ``info.description`` records the server kind, model and
+        prompt that tagged it, which :func:`~instag_hf.build_card` names; the Tagger's
+        connections and progress bar are closed, so the bar's last line is the tagging rate.
+
     Raises:
         NoEndpointError, EndpointError, FormatError: As :class:`~instag_hf.Tagger` does.
     """
     previous = [c for c in (RAW_TAGS_COLUMN, ERROR_COLUMN, TAGS_COLUMN) if c in ds.column_names]
     if previous:  # tagging again: the old tags would be stale
         ds = ds.remove_columns(previous)
-    return ds.map(tagger.atag if overlap else tagger, batched=True, **map_kwargs)
+    try:
+        tagged = ds.map(tagger.atag if overlap else tagger, batched=True, **map_kwargs)
+    finally:
+        tagger.close()  # the progress bar's last line is then the tagging rate, not the chain's
+    # The rows say which model tagged them: the card names it, whatever answers later.
+    try:
+        record_tagging(tagged, tagger.provenance())
+    except InstagError as error:  # no row needed an answer (an empty dataset): nothing to record
+        logger.debug("No tagger record for %d rows: %s", len(tagged), error)
+    return tagged
 
 
 def normalize_dataset(ds: Dataset, normalizer: TagNormalizer | None = None, *, fit: bool = True) -> Dataset:

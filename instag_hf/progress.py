@@ -40,11 +40,16 @@ class TaggingProgress:
         now = time.monotonic()
         if now - self._last >= _REFRESH_SECONDS:
             self._last = now
-            s = self.stats
-            self.bar.set_postfix(
-                in_flight=in_flight, requests=s.requests, cached=s.cache_hits, retries=s.retries,
-                errors=s.failed,
-            )
+            self._postfix(in_flight)
+
+    def _postfix(self, in_flight: int, refresh: bool = True) -> None:
+        s = self.stats
+        self.bar.set_postfix(
+            in_flight=in_flight, requests=s.requests, cached=s.cache_hits, retries=s.retries, errors=s.failed,
+            refresh=refresh,
+        )
 
     def close(self) -> None:
+        # The last line stays on screen: its counts are the final ones, not the last refresh's.
+        self._postfix(0, refresh=False)
         self.bar.close()

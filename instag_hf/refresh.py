@@ -32,10 +32,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from instag_hf import _reuse
+from instag_hf import _reuse, constants
 from instag_hf._refresh_config import RefreshConfig, TargetConfig, load_config
 from instag_hf.endpoint import detect_server
 from instag_hf.errors import ConfigurationError, HubError, InstagError
+from instag_hf.hub import TransportError, hub_bars_follow_datasets, unreachable_hub
 from instag_hf.pipeline import publish, run_chain
 from instag_hf.sources import is_local, load_source, source_revision
 from instag_hf.tagging import Tagger
@@ -118,10 +119,14 @@ def refresh(
         dry_run: Decide, but tag and push nothing.
 
     Returns:
-        One :class:`TargetOutcome` per target, in config order.
+        One :class:`TargetOutcome` per target, in config order. Whatever goes wrong inside
+        one target (the Hub dropping a connection, a dead ``HF_ENDPOINT``, any error) is
+        that target's ``failed`` outcome, naming the cause; the other targets still run.
 
     Raises:
-        ConfigurationError: The config is invalid, or ``only`` names an unknown repo.
+        ConfigurationError: The config is invalid, ``only`` names an unknown repo, or the
+            environment is (``INSTAG_REQUEST_TIMEOUT``, or an ``INSTAG_ENDPOINT`` that a
+            target without ``endpoint`` would use is not an http(s) URL); nothing was done.
 
     Example:
         >>> for outcome in refresh("refresh.yaml"):  # doctest: +SKIP
@@ -135,14 +140,25 @@ def refresh(
         if unknown:
             raise ConfigurationError(f"--target {unknown} not in the config; it lists {[t.repo for t in targets]}")
         targets = [t for t in targets if t.repo in only]
+    # The environment is part of the configuration: a bad value fails here, before any
+    # target, rather than once per target.
+    constants.request_timeout()
+    if any(t.endpoint is None for t in targets):
+        constants.endpoints_from_env()
     outcomes = []
     for target in targets:
         try:
             outcomes.append(refresh_target(target, force=force, dry_run=dry_run))
-        except InstagError as error:
-            logger.error("Refreshing %s failed: %s", target.repo, error)
-            outcomes.append(TargetOutcome(target.repo, FAILED, message=str(error)))
+        except Exception as error:  # noqa: BLE001 -- whatever one target raises, the others still run
+            logger.error("Refreshing %s failed: %s", target.repo, error, exc_info=not isinstance(error, InstagError))
+            outcomes.append(TargetOutcome(target.repo, FAILED, message=_cause(error)))
     return outcomes
+
+
+def _cause(error: Exception) -> str:
+    """One line naming what went wrong; the type too when it is not one of ours."""
+    text = str(error) if isinstance(error, InstagError) else f"{type(error).__name__}: {error}".rstrip(": ")
+    return " ".join(text.split())
 
 
 def refresh_target(target: TargetConfig, *, force: bool = False, dry_run: bool = False) -> TargetOutcome:
@@ -242,6 +258,8 @@ def _target_states(repo: str, *, pull_requests: bool) -> list[tuple[str, dict[st
         return states
     except (RepositoryNotFoundError, RevisionNotFoundError):
         return []  # a new target: built from scratch
+    except TransportError as error:
+        raise unreachable_hub(error, f"read the refresh state of {repo!r}") from error
     except (HfHubHTTPError, OSError, ValueError) as error:
         raise HubError(f"Cannot read the refresh state of {repo!r}: {str(error).splitlines()[0]}") from error
 
@@ -264,8 +282,11 @@ def _download(repo: str, filename: str, commit: str) -> bytes:
     from huggingface_hub.errors import HfHubHTTPError
 
     try:
-        with open(hf_hub_download(repo, filename, repo_type="dataset", revision=commit), "rb") as handle:
+        with hub_bars_follow_datasets(), open(hf_hub_download(repo, filename, repo_type="dataset", revision=commit),
+                                              "rb") as handle:
             return handle.read()
+    except TransportError as error:
+        raise unreachable_hub(error, f"download {filename} of {repo!r}") from error
     except (HfHubHTTPError, OSError) as error:
         raise HubError(f"Cannot download {filename} of {repo!r}: {str(error).splitlines()[0]}") from error
 

@@ -32,7 +32,8 @@ FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv
 #: Extensions :func:`write_dataset` writes as one file; any other path becomes a folder.
 WRITABLE_FILES = (".jsonl", ".json", ".parquet")
 
-__all__ = ["FILE_BUILDERS", "is_local", "load_source", "source_revision", "write_dataset"]
+__all__ = ["FILE_BUILDERS", "is_hub_id", "is_local", "is_saved_dataset", "load_source", "source_revision",
+           "write_dataset"]
 
 
 def load_source(source: str, split: str | None = None, revision: str | None = None) -> Dataset:
@@ -71,6 +72,17 @@ def is_local(source: str) -> bool:
     return Path(source).expanduser().exists()
 
 
+def is_hub_id(source: str) -> bool:
+    """True when ``source`` reads as a Hub dataset id: no local path of that name, not path-like."""
+    return not is_local(source) and not _looks_like_path(source)
+
+
+def is_saved_dataset(source: str | os.PathLike[str]) -> bool:
+    """True when ``source`` is a folder written by ``save_to_disk`` (read with ``load_from_disk``)."""
+    path = Path(source).expanduser()
+    return (path / "state.json").is_file() or (path / "dataset_dict.json").is_file()
+
+
 def source_revision(source: str, revision: str | None = None) -> str:
     """What identifies the current content of ``source``, to tell whether it changed.
 
@@ -92,8 +104,12 @@ def source_revision(source: str, revision: str | None = None) -> str:
         RevisionNotFoundError,
     )
 
+    from instag_hf.hub import TransportError, unreachable_hub  # late: hub imports this module's users
+
     try:
         sha = HfApi().dataset_info(source, revision=revision).sha
+    except TransportError as error:
+        raise unreachable_hub(error, f"read the revision of {source!r}") from error
     except RevisionNotFoundError as error:
         raise ConfigurationError(f"Dataset {source!r} has no revision {revision!r}.") from error
     except RepositoryNotFoundError as error:
@@ -128,7 +144,8 @@ def write_dataset(ds: Dataset, destination: str | os.PathLike[str]) -> Path:
                 f"Cannot write {str(path)!r}: write .parquet, .jsonl or a folder (CSV cannot hold tag lists)."
             )
         else:
-            ds.save_to_disk(str(path))
+            # With no rows, datasets writes no shard at all and cannot read the folder back.
+            ds.save_to_disk(str(path), num_shards=1 if len(ds) == 0 else None)
     except (OSError, PermissionError) as error:
         raise ConfigurationError(f"Cannot write {str(path)!r}: {_first_line(error)}") from error
     return path
@@ -153,7 +170,7 @@ def _read_file(path: Path, split: str | None) -> Dataset:
 
 
 def _read_folder(path: Path, split: str | None) -> Dataset | DatasetDict:
-    if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
+    if is_saved_dataset(path):
         try:
             return load_from_disk(str(path))
         except Exception as error:  # a damaged save_to_disk folder

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import threading
 import warnings
 import weakref
@@ -42,7 +43,7 @@ from instag_hf._runtime import Runtime, close_client
 from instag_hf.cache import RequestCache
 from instag_hf.client import Answer, TaggingClient, TaggingStats
 from instag_hf.endpoint import ServerInfo, detect_server
-from instag_hf.errors import ConfigurationError, EndpointError, NoEndpointError
+from instag_hf.errors import ConfigurationError, EndpointError, InstagError, NoEndpointError
 from instag_hf.formats import (
     FORMAT_NAMES,
     RowFormat,
@@ -77,8 +78,8 @@ class Tagger:
         max_new_tokens: Generation budget per answer.
         concurrency: Cap on requests in flight per endpoint (the server's own
             ``max_concurrent_requests`` is never exceeded either way).
-        timeout: Seconds before one request is abandoned and retried
-            (default ``INSTAG_REQUEST_TIMEOUT`` or 120).
+        timeout: Seconds before one request is abandoned and retried, > 0 (default
+            ``INSTAG_REQUEST_TIMEOUT``, read when tagging starts, or 120).
         retry: The :class:`~instag_hf.retry.RetryPolicy` for failed requests.
         parse_retries: How many times an answer with no recoverable tag is asked again
             (sampling, seeded) before it becomes the row's ``instag_error``.
@@ -126,6 +127,7 @@ class Tagger:
         progress: bool | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        # Nothing here reads the environment: the ready-made ``tag`` is built at import.
         self._endpoints = _parse_endpoints(endpoint)
         self.template = get_template(template)
         self.format, self.column = format, column
@@ -150,7 +152,7 @@ class Tagger:
             )
         self.max_new_tokens = max_new_tokens
         self.concurrency = concurrency
-        self.timeout = float(timeout) if timeout is not None else constants.request_timeout()
+        self._timeout = constants.check_timeout(timeout) if timeout is not None else None
         self.retry = retry or RetryPolicy()
         self.parse_retries = parse_retries
         self.long_queries = long_queries
@@ -164,19 +166,53 @@ class Tagger:
 
     @property
     def endpoints(self) -> tuple[str, ...]:
-        """The endpoints in use: the configured ones, else those in ``INSTAG_ENDPOINT``."""
+        """The endpoints in use: the configured ones, else those in ``INSTAG_ENDPOINT``.
+
+        Raises:
+            ConfigurationError: ``INSTAG_ENDPOINT`` holds something that is not an http(s) URL.
+        """
         return self._endpoints or constants.endpoints_from_env()
+
+    @property
+    def timeout(self) -> float:
+        """Seconds per request: the configured ones, else ``INSTAG_REQUEST_TIMEOUT`` (or 120).
+
+        Raises:
+            ConfigurationError: ``INSTAG_REQUEST_TIMEOUT`` is not a number of seconds > 0.
+        """
+        return self._timeout if self._timeout is not None else constants.request_timeout()
 
     @property
     def stats(self) -> TaggingStats:
         """Counters of this process: requests, retries, cache hits, answers, failures."""
         return self._stats
 
+    def provenance(self) -> dict[str, Any]:
+        """What writes this Tagger's tags: server kind, model, model revision, prompt template.
+
+        The server is the one this process last tagged with (or hashed the Tagger against);
+        it is asked when it never was.
+
+        Returns:
+            ``{"kind", "model", "model_sha", "template", "template_sha256"}``, the mapping
+            :func:`instag_hf.build_card` takes as ``tagger``.
+
+        Raises:
+            NoEndpointError, EndpointError, ConfigurationError: No endpoint, none answers,
+                or a setting is invalid.
+        """
+        endpoints = self.endpoints
+        if not endpoints:
+            raise NoEndpointError(_NO_ENDPOINT)
+        info = self._server_infos(endpoints)[0]
+        return {"kind": info.kind, "model": info.model_id, "model_sha": info.model_sha,
+                "template": self.template.name, "template_sha256": self.template.sha256}  # fmt: skip
+
     def _config(self) -> dict[str, Any]:
         # Everything that decides the output, and nothing secret: this is what datasets
         # hashes into the map's fingerprint and what num_proc workers receive.
         return {
-            "endpoints": list(self.endpoints),
+            **self._served_by(),
             "template": {"name": self.template.name, "text": self.template.text, "kind": self.template.kind},
             "format": self.format,
             "column": self.column,
@@ -185,11 +221,39 @@ class Tagger:
             "long_queries": self.long_queries,
         }
 
+    def _served_by(self) -> dict[str, Any]:
+        """The endpoints and what answers there now: server kind, model and model revision.
+
+        Part of the fingerprint, so a map is never reused once another model answers at the
+        same URL (the request cache already keys on the model). Asked afresh each time the
+        Tagger is hashed, with the Tagger's headers, which never enter the result.
+        """
+        try:
+            endpoints = self.endpoints
+            if not endpoints:
+                return {"endpoints": []}
+            infos = _detect_all(endpoints, self.timeout, self._headers, warn=False)
+        except InstagError as error:
+            # Nothing to name: a fingerprint no map has had, so nothing is reused; the map's
+            # first batch raises the error itself, with the same message.
+            logger.debug("Could not tell what answers at the endpoints (%s): the map will not reuse a result", error)
+            return {"endpoints": list(self._endpoints), "unresolved": secrets.token_hex(8)}
+        with self._lock:
+            known = self._infos.get(endpoints)
+            if known is None or _identities(known) != _identities(infos):  # a model, not an endpoint count
+                # Another model now: tagging must use it. The same model keeps the limits
+                # first detected; the pool adapts to the live ones.
+                self._infos[endpoints] = infos
+                missing = sorted(set(endpoints) - {info.url for info in infos})
+                if missing:
+                    logger.warning("Tagging endpoint(s) %s do not answer; left out of this run.", ", ".join(missing))
+        return {"endpoints": list(endpoints), "servers": sorted({info.identity for info in infos})}
+
     def __getstate__(self) -> dict[str, Any]:
         return {
             **self._config(),
             "concurrency": self.concurrency,
-            "timeout": self.timeout,
+            "timeout": self._timeout,
             "retry": self.retry,
             "fail_fast_seconds": self.fail_fast_seconds,
             "cache": self.cache_setting,
@@ -240,7 +304,8 @@ class Tagger:
             self._reset_runtime()
 
     def _server_infos(self, endpoints: tuple[str, ...]) -> list[ServerInfo]:
-        # Detected once per process; keyed by endpoints since INSTAG_ENDPOINT may change.
+        # Detected once per process, and again whenever the Tagger is hashed (_served_by);
+        # keyed by endpoints since INSTAG_ENDPOINT may change.
         with self._lock:
             if endpoints not in self._infos:
                 self._infos[endpoints] = _detect_all(endpoints, self.timeout, self._headers)
@@ -248,19 +313,22 @@ class Tagger:
 
     def _client(self, endpoints: tuple[str, ...]) -> TaggingClient:
         loop = asyncio.get_running_loop()
+        infos = self._server_infos(endpoints)
         entry = self._runtime.clients.get((id(loop), endpoints))
-        if entry is not None and entry[0] is loop and not entry[1].stopped:
-            return entry[1]
         if entry is not None and entry[0] is loop:
-            # It declared its endpoints dead, so its map has ended: a new map (the same
-            # Tagger called again in the same loop) starts afresh.
+            if _identities(entry[1].infos) == _identities(infos) and not entry[1].stopped:
+                return entry[1]
+            # Another model answers there now (the synchronous path keeps its loop): a client
+            # keyed on the old identity would file the new model's answers under the old one.
+            # Or the client declared its endpoints dead: its map has ended, a new one starts afresh.
             close_client(loop, entry[1])
+            del self._runtime.clients[(id(loop), endpoints)]
         self._close_idle_clients()
         cache = None
         if self.cache_setting is not False and constants.cache_enabled():
             cache = RequestCache(None if self.cache_setting is True else self.cache_setting)
         client = TaggingClient(
-            self._server_infos(endpoints),
+            infos,
             self.template,
             max_new_tokens=self.max_new_tokens,
             concurrency=self.concurrency,
@@ -286,9 +354,11 @@ class Tagger:
     def close(self) -> None:
         """Close every connection and the progress bar of this Tagger in this process.
 
+        :func:`instag_hf.pipeline.tag_dataset` does it when its map ends, so the bar's last
+        line is the tagging rate. The Tagger stays usable: tagging again opens new ones.
         Done anyway when the Tagger is garbage-collected or the interpreter exits.
         """
-        self._finalizer()
+        self._runtime.close()
 
     def _row_format(self, columns: Sequence[str]) -> RowFormat:
         key = tuple(columns)
@@ -349,15 +419,18 @@ class Tagger:
 def _parse_endpoints(endpoint: str | Sequence[str] | None) -> tuple[str, ...]:
     if endpoint is None:
         return ()
-    parts = endpoint.split(",") if isinstance(endpoint, str) else list(endpoint)
-    urls = tuple(str(p).strip().rstrip("/") for p in parts if str(p).strip())
-    for url in urls:
-        if not url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"Endpoint {url!r} is not an http(s) URL: write it as http://host:port")
-    return urls
+    return constants.parse_endpoints(endpoint if isinstance(endpoint, str) else [str(e) for e in endpoint])
 
 
-def _detect_all(urls: Sequence[str], timeout: float, headers: dict[str, str] | None) -> list[ServerInfo]:
+def _identities(infos: Sequence[ServerInfo]) -> set[str]:
+    # One model behind every answering endpoint (_detect_all checks): an endpoint that is
+    # down when asked leaves the set as it was.
+    return {info.identity for info in infos}
+
+
+def _detect_all(
+    urls: Sequence[str], timeout: float, headers: dict[str, str] | None, *, warn: bool = True
+) -> list[ServerInfo]:
     infos, failures = [], []
     for url in urls:
         try:
@@ -367,7 +440,7 @@ def _detect_all(urls: Sequence[str], timeout: float, headers: dict[str, str] | N
     if not infos:
         raise EndpointError(" ".join(failures))
     for failure in failures:
-        logger.warning("%s It is left out of this run.", failure)
+        logger.log(logging.WARNING if warn else logging.DEBUG, "%s It is left out of this run.", failure)
     models = {info.model_id for info in infos}
     if len(models) > 1:
         raise ConfigurationError(

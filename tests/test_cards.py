@@ -254,3 +254,36 @@ def test_user_values_cannot_break_the_header_or_the_code_blocks():
 def test_code_spans_hold_backticks_and_pipes_literally():
     rendered = RENDERER.render(card_with_tag("x").text)
     assert "<code>evil`model | x</code>" in rendered
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "parquet", "save_to_disk"])
+def test_reproduction_loads_a_local_source_as_it_was_read(tmp_path, kind):
+    import datasets
+
+    pool, normalizer = tagged_pool()
+    subset = instag_hf.sample(pool, n=4, seed=7)
+    rows = Dataset.from_dict({"instruction": [f"question {i}" for i in range(len(TAGS))]})
+    source = {"jsonl": tmp_path / "alpaca.jsonl", "parquet": tmp_path / "alpaca.parquet",
+              "save_to_disk": tmp_path / "alpaca"}[kind]
+    {"jsonl": lambda: rows.to_json(source, lines=True), "parquet": lambda: rows.to_parquet(source),
+     "save_to_disk": lambda: rows.save_to_disk(source)}[kind]()
+    card = build_card(subset, pool=pool, normalizer=normalizer, source=str(source), date=DATE)
+    lines = card.text.splitlines()
+    imports = next(line for line in lines if line.startswith("from datasets import"))
+    load = next(line for line in lines if line.startswith("pool = load_"))
+    namespace: dict = {}
+    exec(imports, namespace)  # noqa: S102 -- the card's own snippet, built from a path we chose
+    loaded = eval(load.split("=", 1)[1], namespace)  # noqa: S307
+    assert loaded.to_list() == rows.to_list()
+    assert isinstance(loaded, datasets.Dataset)
+
+
+def test_yaml_says_the_annotations_are_machine_generated_and_names_a_hub_source(tmp_path):
+    pool, normalizer = tagged_pool()
+    subset = instag_hf.sample(pool, n=4, seed=7)
+    hub = build_card(subset, pool=pool, normalizer=normalizer, source="org/sft-pool", date=DATE).data.to_dict()
+    assert hub["annotations_creators"] == ["machine-generated"]
+    assert hub["source_datasets"] == ["org/sft-pool"]
+    (tmp_path / "pool.jsonl").write_text('{"instruction": "x"}\n', encoding="utf-8")
+    local = build_card(subset, pool=pool, source=str(tmp_path / "pool.jsonl"), date=DATE).data.to_dict()
+    assert local["annotations_creators"] == ["machine-generated"] and "source_datasets" not in local

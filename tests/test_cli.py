@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -14,6 +17,7 @@ from click.testing import CliRunner
 
 from instag_hf.cli import main
 from instag_hf.errors import NoEndpointError
+from tests.conftest import REPO_ROOT
 from tests.servers import _tgi_model
 
 _WORDS = [word for words in _tgi_model.VOCABULARY.values() for word in words]
@@ -205,3 +209,87 @@ def test_an_endpoint_refusing_connections_from_the_start_is_one_line_in_bounded_
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     result = invoke("tag", pool_file, "--endpoint", closed, "--cache-dir", tmp_path / "req", "-o", tmp_path / "o")
     assert_one_line_error(result, closed, "does not answer")
+
+
+# -- hardening (issue 11) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["abc", "-5", "0"])
+def test_a_bad_request_timeout_is_one_line_when_used_and_never_read_at_import(tgi, pool_file, tmp_path,
+                                                                              monkeypatch, value):
+    env = {**os.environ, "INSTAG_REQUEST_TIMEOUT": value}
+    for command in (["-c", "import instag_hf"], ["-m", "instag_hf.cli", "--help"]):
+        done = subprocess.run([sys.executable, *command], env=env, capture_output=True, text=True, cwd=REPO_ROOT,
+                              timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+    monkeypatch.setenv("INSTAG_REQUEST_TIMEOUT", value)
+    result = invoke("tag", pool_file, "--endpoint", tgi.url, "--cache-dir", tmp_path / "req", "-o", tmp_path / "o")
+    assert_one_line_error(result, "INSTAG_REQUEST_TIMEOUT", repr(value), "> 0")
+    assert tgi.stats()["requests"] == 0
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1:8080", "ftp://127.0.0.1/tagger"])
+def test_an_endpoint_that_is_not_http_is_refused_wherever_it_is_read(pool_file, tmp_path, monkeypatch, value):
+    result = invoke("tag", pool_file, "--endpoint", value, "--cache-dir", tmp_path / "req", "-o", tmp_path / "o")
+    assert_one_line_error(result, value, "not an http(s) URL", "http://host:port")
+    monkeypatch.setenv("INSTAG_ENDPOINT", value)
+    result = invoke("tag", pool_file, "--cache-dir", tmp_path / "req", "-o", tmp_path / "o")
+    assert_one_line_error(result, "INSTAG_ENDPOINT", value, "not an http(s) URL", "http://host:port")
+
+
+def normalized_folder(path: Path) -> Path:
+    rows = [{"prompt": f"q{i}", "instag_tags": tags} for i, tags in enumerate([["a", "b"], ["a"], ["c"]])]
+    datasets.Dataset.from_list(rows).save_to_disk(str(path))
+    return path
+
+
+def test_sampling_zero_rows_is_refused_up_front(tmp_path):
+    result = invoke("sample", normalized_folder(tmp_path / "normalized"), "-n", 0, "-o", tmp_path / "x0")
+    assert result.exit_code == 2 and "'-n'" in result.output and "0" in result.output
+    assert not (tmp_path / "x0").exists()
+
+
+def test_an_empty_dataset_written_to_a_folder_reads_back(tmp_path):
+    from instag_hf import sources
+
+    empty = datasets.load_from_disk(str(normalized_folder(tmp_path / "normalized"))).select([])
+    sources.write_dataset(empty, tmp_path / "empty")
+    back = sources.load_source(str(tmp_path / "empty"))
+    assert len(back) == 0 and back.features == empty.features
+
+
+def test_the_tagging_bar_is_closed_when_tagging_ends(tgi, pool_file, tmp_path):
+    # The bar's last line is its rate: it must cover tagging only, not the rest of the chain.
+    result = invoke("run", pool_file, "--endpoint", tgi.url, "-n", 4, *QUICK, "--cache-dir", tmp_path / "req",
+                    "--output-dir", tmp_path / "o")
+    assert_ok(result)
+    err = result.stderr
+    assert "InsTag tagging" in err and "InsTag normalizing" in err
+    last_tagging, normalizing = err.rindex("InsTag tagging"), err.index("InsTag normalizing")
+    assert last_tagging < normalizing
+    final = err[last_tagging:normalizing]  # the final render, written when the bar closed
+    assert "40 queries" in final and "in_flight=0" in final and "requests=40" in final
+
+
+def test_the_card_names_the_model_that_tagged_the_rows(tgi, pool_file, tmp_path):
+    tagged = tmp_path / "tagged"
+    assert_ok(invoke("tag", pool_file, "--endpoint", tgi.url, "--cache-dir", tmp_path / "req", "-o", tagged))
+    first_model = tgi.knobs()["model_id"]
+    tgi.set_knobs(model_id="another-org/another-model")  # the server now serves another model
+    assert_ok(invoke("normalize", tagged, *QUICK, "-o", tmp_path / "normalized"))
+    assert_ok(invoke("sample", tmp_path / "normalized", "-n", 5, "--seed", 0, "-o", tmp_path / "subset"))
+    assert_ok(invoke("card", tmp_path / "subset", "-o", tmp_path / "card"))
+    line = tagger_line(tmp_path / "card" / "README.md")
+    assert f"`{first_model}`" in line and "another-model" not in line  # from the rows, not the server
+
+    tgi.reset()
+    result = invoke("run", pool_file, "--endpoint", tgi.url, "-n", 5, *QUICK, "--cache-dir", tmp_path / "req",
+                    "--output-dir", tmp_path / "run")
+    assert_ok(result)
+    assert "tagging requests sent: 40" in result.output  # the new model tags again: nothing reused
+    assert len(tgi.stats()["queries"]) == 40
+    assert "`another-org/another-model`" in tagger_line(tmp_path / "run" / "README.md")
+
+
+def tagger_line(card: Path) -> str:
+    return next(line for line in card.read_text(encoding="utf-8").splitlines() if line.startswith("- **Tagger:**"))

@@ -245,3 +245,36 @@ def test_extra_files_go_in_the_same_commit_and_cannot_replace_the_subset(hub_cli
     assert (folder / "instag_state.json").read_bytes() == b"{}"
     with pytest.raises(HubError, match="would replace"):
         instag_hf.save(subset, tmp_path / "bad", card=card, extra_files={"README.md": b"oops"})
+
+
+def test_a_readme_whose_yaml_datasets_cannot_read_is_a_hub_error_naming_it(hub_client, curated, tmp_path):
+    hub, (_, subset, _, card) = hub_client, curated
+    HfApi().create_repo("alice/bad-configs", repo_type="dataset")
+    HfApi().upload_file(path_or_fileobj=b"---\nconfigs: 5\n---\nhand-written\n", path_in_repo="README.md",
+                        repo_id="alice/bad-configs", repo_type="dataset")
+    before = hub.commits("alice/bad-configs")
+    with pytest.raises(HubError, match=r"README\.md of alice/bad-configs.*configs") as caught:
+        instag_hf.push_to_hub(subset, "alice/bad-configs", card=card)
+    assert "fix" in str(caught.value) and hub.commits("alice/bad-configs") == before
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "README.md").write_text("---\nconfigs: 5\n---\n", encoding="utf-8")
+    with pytest.raises(HubError, match=r"README\.md.*configs"):
+        instag_hf.save(subset, tmp_path / "out", card=card)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["README.md"]  # nothing written beside it
+
+
+def test_disabled_progress_bars_silence_the_upload_bars_too(hub_client, curated, capfd):
+    import datasets
+
+    _, subset, _, card = curated
+    capfd.readouterr()
+    datasets.disable_progress_bars()
+    try:
+        instag_hf.push_to_hub(subset, "alice/quiet", card=card)
+    finally:
+        datasets.enable_progress_bars()
+    err = capfd.readouterr().err
+    assert "Upload" not in err and "%|" not in err, err
+    from huggingface_hub.utils import are_progress_bars_disabled
+
+    assert not are_progress_bars_disabled()  # huggingface_hub's own switch is left as it was

@@ -480,6 +480,20 @@ def test_fit_wants_one_split_with_the_tagger_column_type(crafted: datasets.Datas
         TagNormalizer(**NO_MODEL).fit(flat)
 
 
+def test_a_tag_field_of_another_type_names_the_column_and_the_type_it_needs() -> None:
+    import pyarrow as pa
+
+    wrong = pa.list_(pa.struct([("turn", pa.int32()), ("tag", pa.int64()), ("explanation", pa.string())]))
+    ints = datasets.Dataset(pa.table({"instag_raw_tags": pa.array([[{"turn": 0, "tag": 7, "explanation": ""}]] * 3,
+                                                                   type=wrong)}))
+    needs = r"'instag_raw_tags'.*'tag' has type int64.*tag: string"
+    with pytest.raises(errors.NormalizationError, match=needs):
+        TagNormalizer(**NO_MODEL, min_frequency=1).fit(ints)
+    fitted = TagNormalizer(**NO_MODEL, min_frequency=1).fit(pool(repeat(["a", "b"], 3)))
+    with pytest.raises(errors.NormalizationError, match=needs):
+        ints.map(fitted, batched=True)  # applying a saved normalizer says the same
+
+
 def test_applying_to_a_dataset_without_tags_names_the_tagging_step(fitted: TagNormalizer) -> None:
     with pytest.raises(errors.MissingColumnError, match="instag_hf.tag"):
         datasets.Dataset.from_dict({"prompt": ["hi"]}).map(fitted, batched=True)

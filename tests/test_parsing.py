@@ -50,9 +50,43 @@ def test_recovered_without_warning(answer):
     assert parse_tags(answer) == ParseResult(PAIRS, None, None)
 
 
-def test_single_object():
+def test_single_object_is_kept_as_one_tag_and_said():
+    # One object where a list was asked for: kept, like other repaired answers, with a note.
     result = parse_tags('Answer: {"tag": "Cosplay", "explanation": "role play"} done')
-    assert result == ParseResult([("Cosplay", "role play")], None, None)
+    assert result.tags == [("Cosplay", "role play")] and result.error is None
+    assert result.warning == "answer was one object, not a list: kept it as one tag"
+
+
+def test_lone_surrogates_and_nul_never_leave_the_parser():
+    # Valid JSON whose strings are not valid text: \ud800 decodes to a lone surrogate,
+    # which no UTF-8 writer (Arrow, SQLite, JSON files) accepts.
+    answer = json.dumps([
+        {"tag": "Math", "explanation": "sums"},
+        {"tag": "bad \ud800 tag", "explanation": "dropped with its tag"},
+        {"tag": "nul\x00tag", "explanation": ""},
+        {"tag": "Code", "explanation": "a NUL \x00 and \udfff in an explanation"},
+    ])
+    assert "\\ud800" in answer  # escaped in the JSON text, as a model writes it
+    result = parse_tags(answer)
+    assert result.tags == [("Math", "sums"), ("Code", "a NUL \ufffd and \ufffd in an explanation")]
+    assert result.warning == (
+        "dropped 2 tags that are not valid text (lone surrogate or NUL); "
+        "replaced invalid characters in 1 explanation"
+    )
+    for tag, explanation in result.tags:
+        (tag + explanation).encode("utf-8")
+
+
+def test_invalid_characters_in_the_answer_text_itself_are_replaced():
+    # A server whose JSON body escapes a lone surrogate hands the client a str holding one;
+    # a raw NUL inside a JSON string would even make the list undecodable.
+    answer = '[{"tag": "Math\ud800", "explanation": "x"}, {"tag": "Code", "explanation": "y\x00z"}]'
+    result = parse_tags(answer)
+    assert result.tags == [("Code", "y\ufffdz")]
+    assert result.warning == "dropped 1 tag that is not valid text (lone surrogate or NUL)"
+    error = parse_tags("\ud800 no json \x00").error
+    assert error.startswith("no JSON list of tags in the answer:")
+    error.encode("utf-8")
 
 
 def test_truncated_list_keeps_whole_items():
@@ -180,6 +214,8 @@ def _fuzz_inputs(rng: random.Random):
             "utf-8", errors="replace"
         )
         yield "".join(rng.choice('[]{}",:\\ tagexplnio0-e\n') for _ in range(rng.randrange(1, 120)))
+        yield "".join(rng.choice(['"\\ud800"', "\ud800", "\x00", '"\\u0000"', '"tag"', ":", "[", "{", "}", "]", ","])
+                      for _ in range(rng.randrange(1, 40)))
     for depth in (10, 999, 1000, 5000, 50000):
         yield "[" * depth
         yield "{" * depth
@@ -199,3 +235,7 @@ def test_fuzz_never_raises():
         for tag, explanation in result.tags:
             assert isinstance(tag, str) and isinstance(explanation, str)
             assert tag == " ".join(tag.split()) and 0 < len(tag) <= MAX_TAG_CHARS
+            (tag + explanation).encode("utf-8")  # always valid text
+        for note in (result.error, result.warning):
+            if note is not None:
+                note.encode("utf-8")

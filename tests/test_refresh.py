@@ -195,3 +195,80 @@ def test_ci_entry_point_runs_in_a_subprocess(tgi, hub, tmp_path):
     assert "alice/refresh-ci: updated" in done.stdout
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False)
     assert again.returncode == 0 and "alice/refresh-ci: up-to-date" in again.stdout
+
+
+# -- hardening (issue 11): one target's failure, whatever it is, stays that target's ---------
+
+
+def output_lines(result) -> list[str]:
+    return [line for line in result.stdout.splitlines() if line.strip()]
+
+
+def test_a_dropped_hub_connection_fails_its_target_and_the_others_run(tgi, hub_client, tmp_path,
+                                                                      fresh_request_cache):
+    pool = write_jsonl(tmp_path / "pool.jsonl", make_rows(20, seed=17))
+    config = write_config(tmp_path / "refresh.yaml", [
+        {"repo": "alice/refresh-dropped", "source": str(pool)},
+        {"repo": "alice/refresh-kept", "source": str(pool)},
+    ], n=3, endpoint=tgi.url, normalizer=NORMALIZER)
+    hub_client.set_faults(drop="alice/refresh-dropped")  # the Hub closes target 1's connections
+    result = refresh(config)
+    assert result.exit_code == EXIT_FAILED, result.output
+    lines = output_lines(result)
+    failed = next(line for line in lines if line.startswith("alice/refresh-dropped: failed: "))
+    assert "Cannot reach the Hub" in failed and hub_client.url in failed
+    assert any(line.startswith("alice/refresh-kept: updated") for line in lines)
+    assert lines[-1] == "2 target(s): 1 ok, 1 failed"
+
+
+def test_a_dead_hub_endpoint_gives_every_target_its_own_failed_line(tgi, tmp_path, fresh_request_cache):
+    from tests.servers.hub_emulator import client_environment
+
+    pool = write_jsonl(tmp_path / "pool.jsonl", make_rows(10, seed=19))
+    config = write_config(tmp_path / "refresh.yaml", [
+        {"repo": "alice/refresh-nohub-1", "source": str(pool)},
+        {"repo": "alice/refresh-nohub-2", "source": str(pool)},
+    ], n=3, endpoint=tgi.url, normalizer=NORMALIZER)
+    with client_environment("http://127.0.0.1:9", tmp_path / "hf_home", token="hf_test_writer"):
+        result = refresh(config)
+    assert result.exit_code == EXIT_FAILED, result.output
+    lines = output_lines(result)
+    for repo in ("alice/refresh-nohub-1", "alice/refresh-nohub-2"):
+        line = next(line for line in lines if line.startswith(f"{repo}: failed: "))
+        assert "http://127.0.0.1:9" in line and "HF_ENDPOINT" in line
+    assert lines[-1] == "2 target(s): 0 ok, 2 failed"
+
+
+def test_a_corrupt_request_cache_does_not_stop_a_refresh(tgi, hub_client, tmp_path, fresh_request_cache, caplog):
+    fresh_request_cache("broken-cache")
+    (tmp_path / "broken-cache").mkdir()
+    (tmp_path / "broken-cache" / "requests.sqlite3").write_bytes(b"not a database" * 100)
+    pool = write_jsonl(tmp_path / "pool.jsonl", make_rows(12, seed=23))
+    config = write_config(tmp_path / "refresh.yaml", [{"repo": "alice/refresh-broken-cache", "source": str(pool)}],
+                          n=3, endpoint=tgi.url, normalizer=NORMALIZER)
+    result = refresh(config)
+    assert result.exit_code == 0, result.output
+    assert "alice/refresh-broken-cache: updated" in result.output
+    assert "moved it aside" in caplog.text
+
+
+@pytest.mark.parametrize("endpoint", ["127.0.0.1:8080", "ftp://127.0.0.1/tagger"])
+def test_an_endpoint_in_the_config_that_is_not_http_exits_2(tmp_path, endpoint):
+    config = write_config(tmp_path / "refresh.yaml", [{"repo": "alice/x", "source": "a/b", "endpoint": endpoint}], n=3)
+    result = refresh(config)
+    assert result.exit_code == EXIT_BAD_CONFIG
+    assert_one_line_error(result, "alice/x", endpoint, "not an http(s) URL")
+
+
+@pytest.mark.parametrize("variable, value", [("INSTAG_ENDPOINT", "127.0.0.1:8080"),
+                                             ("INSTAG_ENDPOINT", "ftp://127.0.0.1/tagger"),
+                                             ("INSTAG_REQUEST_TIMEOUT", "abc"),
+                                             ("INSTAG_REQUEST_TIMEOUT", "-1")])
+def test_a_bad_environment_exits_2_before_any_work(tmp_path, monkeypatch, variable, value):
+    config = write_config(tmp_path / "refresh.yaml", [{"repo": "alice/x", "source": "a/b"}], n=3)
+    monkeypatch.setenv(variable, value)
+    if variable != "INSTAG_ENDPOINT":
+        monkeypatch.setenv("INSTAG_ENDPOINT", "http://127.0.0.1:9")
+    result = refresh(config)
+    assert result.exit_code == EXIT_BAD_CONFIG
+    assert_one_line_error(result, variable, value)

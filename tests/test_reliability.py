@@ -3,6 +3,8 @@ several endpoints, the request cache, kill-and-resume, progress."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
 import signal
@@ -307,3 +309,135 @@ def test_progress_is_silent_when_datasets_progress_bars_are_disabled(tgi, reques
     prompts(5, "shown ").map(Tagger(tgi.url, cache=request_cache_dir, progress=True).atag, batched=True)
     err = capsys.readouterr().err
     assert "InsTag tagging" in err and "in_flight" in err
+
+
+# -- hardening (issue 11): poisoned answers, a model swapped behind a URL, damaged caches -----
+
+
+@pytest.mark.parametrize("fault", ["surrogate", "raw_surrogate"])
+def test_a_poisoned_answer_is_a_row_error_and_the_map_completes(tgi, request_cache_dir, fault):
+    # Every first answer holds a tag that is not valid text (a lone surrogate, a NUL): as JSON
+    # escapes ("surrogate", what the probe found) or in the generated text itself.
+    tgi.set_knobs(fail_first_attempts=1, fail_first_fault=fault)
+    ds = prompts(6, fault)
+    tagged = ds.map(Tagger(tgi.url, cache=request_cache_dir, progress=False).atag, batched=True)
+    assert tagged.num_rows == 6 and tgi.stats()["requests"] == 6
+    for row in tagged:
+        tags = [t["tag"] for t in row["instag_raw_tags"]]
+        assert tags and not any("poisoned" in t for t in tags)  # the row keeps its other tags
+        assert "dropped 1 tag that is not valid text" in row["instag_error"]
+    # The answers were cached as they came: a rerun is served from the cache, the same way.
+    again = ds.map(Tagger(tgi.url, cache=request_cache_dir, progress=False).atag, batched=True)
+    assert tgi.stats()["requests"] == 6
+    assert again.to_dict() == tagged.to_dict()
+
+
+def old_cache(directory, answers: dict[str, str]) -> None:
+    """A request cache as versions before the per-entry checksum wrote it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(directory / RequestCache.FILENAME)
+    conn.execute("CREATE TABLE answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL, created REAL NOT NULL)")
+    conn.executemany("INSERT INTO answers VALUES (?, ?, 0)", list(answers.items()))
+    conn.commit()
+    conn.close()
+
+
+def cache_key(tagger: Tagger, url: str, query: str) -> str:
+    from instag_hf.cache import request_key
+    from instag_hf.endpoint import detect_server
+
+    params = {"max_new_tokens": tagger.max_new_tokens, "do_sample": False}
+    return request_key(detect_server(url).identity, tagger.template.sha256, query, params)
+
+
+def test_a_poisoned_answer_in_a_cache_of_an_older_version_is_a_row_error(tgi, request_cache_dir):
+    ds = prompts(2, "old cache ")
+    tagger = Tagger(tgi.url, cache=request_cache_dir, progress=False)
+    poisoned = json.dumps([{"tag": "math", "explanation": "sums"}, {"tag": "bad \ud800", "explanation": ""}])
+    clean = json.dumps([{"tag": "puzzle", "explanation": "a riddle"}])
+    old_cache(request_cache_dir, {cache_key(tagger, tgi.url, ds[0]["prompt"]): poisoned,
+                                  cache_key(tagger, tgi.url, ds[1]["prompt"]): clean})
+    tagged = ds.map(tagger.atag, batched=True)
+    assert tgi.stats()["requests"] == 0  # both answers come from the old file, which keeps working
+    assert [[t["tag"] for t in tags] for tags in tagged["instag_raw_tags"]] == [["math"], ["puzzle"]]
+    assert "not valid text" in tagged["instag_error"][0] and tagged["instag_error"][1] is None
+
+
+def file_backed_prompts(folder, n: int, salt: str = "") -> datasets.Dataset:
+    # datasets caches map results only for datasets backed by files.
+    prompts(n, salt).save_to_disk(folder)
+    return datasets.load_from_disk(folder)
+
+
+def test_a_model_swapped_behind_the_url_is_not_mistaken_for_the_old_one(tgi, request_cache_dir, tmp_path):
+    ds = file_backed_prompts(tmp_path / "pool", 5, "swap ")
+    first_model = tgi.knobs()["model_id"]
+    tagger = Tagger(tgi.url, cache=request_cache_dir, progress=False)
+    first = ds.map(tagger.atag, batched=True)
+    assert tgi.stats()["requests"] == 5
+
+    tgi.set_knobs(model_id="another-org/another-model")  # same URL, another model behind it
+    tgi.reset()
+    swapped = ds.map(Tagger(tgi.url, cache=request_cache_dir, progress=False).atag, batched=True)
+    assert tgi.stats()["requests"] == 5  # neither datasets' cache nor the request cache answered
+    assert swapped._fingerprint != first._fingerprint
+    again = ds.map(tagger.atag, batched=True)  # the Tagger that saw the first model notices the swap too
+    assert again._fingerprint == swapped._fingerprint and tgi.stats()["requests"] == 5
+
+    tgi.set_knobs(model_id=first_model)  # the first model is back: its map result is reused
+    tgi.reset()
+    back = ds.map(Tagger(tgi.url, cache=request_cache_dir, progress=False).atag, batched=True)
+    assert tgi.stats()["requests"] == 0 and back._fingerprint == first._fingerprint
+
+
+def test_a_synchronous_tagger_notices_a_swapped_model_between_maps(tgi, request_cache_dir):
+    # The synchronous path keeps its client (and its event loop) from one map to the next.
+    tagger = Tagger(tgi.url, cache=request_cache_dir, progress=False)
+    prompts(3, "sync swap ").map(tagger, batched=True)
+    tgi.set_knobs(model_id="another-org/another-model")
+    tgi.reset()
+    prompts(3, "sync swap ").map(tagger, batched=True)  # in memory: only the request cache could answer
+    assert tgi.stats()["requests"] == 3 and tagger.stats.cache_hits == 0
+
+
+@pytest.mark.parametrize("damage", ["not-a-database", "malformed"])
+def test_a_corrupt_request_cache_is_moved_aside_and_a_new_one_started(tgi, request_cache_dir, caplog, damage):
+    path = request_cache_dir / RequestCache.FILENAME
+    if damage == "not-a-database":
+        request_cache_dir.mkdir(parents=True)
+        path.write_bytes(b"this is not an SQLite file at all" * 200)
+    else:  # a real cache whose pages after the first (the schema) were overwritten
+        old_cache(request_cache_dir, {f"key {i}": "answer " * 100 for i in range(300)})
+        data = bytearray(path.read_bytes())
+        data[4096:] = b"\xff" * (len(data) - 4096)
+        path.write_bytes(bytes(data))
+    caplog.set_level(logging.WARNING)
+    tagged = prompts(4, "after damage ").map(Tagger(tgi.url, cache=request_cache_dir, progress=False).atag,
+                                             batched=True)
+    assert all(tags for tags in tagged["instag_raw_tags"]) and tgi.stats()["requests"] == 4
+    aside = [p for p in request_cache_dir.iterdir() if p.name.startswith(RequestCache.FILENAME + ".corrupt")]
+    assert len(aside) == 1
+    assert str(path) in caplog.text and str(aside[0]) in caplog.text and "new one" in caplog.text
+    assert len(RequestCache(request_cache_dir)) == 4  # the new cache holds the new answers
+
+
+def test_a_cached_answer_changed_on_disk_is_asked_again(tgi, request_cache_dir):
+    ds = prompts(3, "tamper ")
+    first = ds.map(Tagger(tgi.url, cache=request_cache_dir, progress=False).atag, batched=True)
+    conn = sqlite3.connect(request_cache_dir / RequestCache.FILENAME)
+    key = conn.execute("SELECT key FROM answers ORDER BY key LIMIT 1").fetchone()[0]
+    conn.execute("UPDATE answers SET answer = ? WHERE key = ?", ('[{"tag": "tampered", "explanation": ""}]', key))
+    conn.commit()
+    conn.close()
+    tgi.reset()
+    again = ds.map(Tagger(tgi.url, cache=request_cache_dir, progress=False).atag, batched=True)
+    assert tgi.stats()["requests"] == 1  # the changed entry is a miss; the other two are hits
+    assert again.to_dict() == first.to_dict()
+
+
+def test_a_single_object_answer_is_kept_as_one_tag_and_said(tgi, request_cache_dir):
+    tgi.set_knobs(fail_first_attempts=1, fail_first_fault="dict")  # one object where a list was asked for
+    tagged = prompts(3, "one object ").map(Tagger(tgi.url, cache=request_cache_dir, progress=False).atag,
+                                           batched=True)
+    assert all(len(tags) == 1 for tags in tagged["instag_raw_tags"])
+    assert all("answer was one object, not a list" in error for error in tagged["instag_error"])

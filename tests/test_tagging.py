@@ -259,7 +259,8 @@ def test_unreachable_endpoint_fails_fast():
 
 
 @pytest.mark.parametrize("bad", [{"endpoint": "localhost:8080"}, {"format": "csv"}, {"max_new_tokens": 0},
-                                 {"long_queries": "drop"}, {"concurrency": 0}, {"template": "no placeholder"}])
+                                 {"long_queries": "drop"}, {"concurrency": 0}, {"template": "no placeholder"},
+                                 {"timeout": 0}, {"timeout": -1.5}, {"endpoint": "ftp://127.0.0.1/x"}])
 def test_bad_configuration_is_rejected_when_built(bad):
     kwargs = {"endpoint": "http://127.0.0.1:8080", **bad}
     with pytest.raises(ConfigurationError):

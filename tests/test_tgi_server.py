@@ -265,6 +265,11 @@ def test_each_fault_kind_does_what_it_says(server, kind):
         assert text == ""
     elif kind == "garbage":
         assert text and not set(text) & set("[]{}")
+    elif kind == "surrogate":  # valid JSON whose strings are not valid text
+        assert "\\ud800" in text and "\\u0000" in text
+        assert json.loads(text)["tags"][-1]["tag"] == "poisoned \ud800 tag"
+    elif kind == "raw_surrogate":  # the text itself holds them (the response body escapes them)
+        assert "\ud800" in text and "\x00" in text
     elif kind == "slow":
         assert text == clean and elapsed >= 0.2  # a lower bound only: sleeping never ends early
 

@@ -29,9 +29,11 @@ REF_KINDS = ("pr", "convert", "heads", "tags")
 
 @dataclass
 class Faults:
-    """Runtime failure knobs: `down` answers 503 to every Hub route; `reject_commits` fails the next N commits."""
+    """Runtime failure knobs: `down` answers 503 to every Hub route; `reject_commits` fails the next N commits;
+    `drop` closes the connection, with no response, of every request whose raw path contains it."""
 
     down: bool = False
+    drop: str | None = None
     reject_commits: int = 0
     status: int = 500
     message: str = "Internal Error - emulator fault"
@@ -205,6 +207,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             return await admin(hub, request, route.path)
         if hub.faults.down:
             raise HubError(503, "Service Unavailable (emulator fault: down)")
+        if hub.faults.drop and hub.faults.drop in request.raw_path:
+            hub.log.append({"method": request.method, "path": request.raw_path, "status": "drop"})
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response()  # never sent: the transport is closed
         response = await HANDLERS[route.kind](hub, request, route)
     except HubError as error:
         response = error_response(error)

@@ -89,7 +89,8 @@ _TOKEN = re.compile(r"\s*\S+")
 
 def stable_hash(text: str) -> int:
     """A 64-bit hash that is the same in every process (unlike ``hash``)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+    # surrogatepass: a poisoned answer ("raw_surrogate") holds lone surrogates and is hashed too.
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
 
 
 def count_tokens(text: str) -> int:
@@ -167,8 +168,11 @@ def render(query: str, schema: dict[str, Any] | None, fault: str | None, variant
     """The generated text for a query, and whether it was cut off (finish reason "length").
 
     ``fault`` is one of the content faults ("prose", "dict", "truncated", "empty",
-    "garbage") or anything else / None for the clean answer; ``variant`` picks the fake
-    model (see :func:`tag_query`).
+    "garbage", "surrogate", "raw_surrogate") or anything else / None for the clean answer;
+    ``variant`` picks the fake model (see :func:`tag_query`).
+    The two poisoned ones add a tag that is not valid text: "surrogate" writes it as JSON
+    escapes (``\\ud800``, ``\\u0000``: valid JSON that decodes to a lone surrogate and a
+    NUL), "raw_surrogate" puts the lone surrogate and the NUL in the generated text itself.
     """
     tags = tag_query(query, variant)
     clean = json.dumps(shape(tags, schema), ensure_ascii=False)
@@ -180,6 +184,13 @@ def render(query: str, schema: dict[str, Any] | None, fault: str | None, variant
         return clean[: max(1, len(clean) // 2)], True
     if fault == "empty":
         return "", False
+    if fault == "surrogate":
+        poisoned = tags + [{"tag": "poisoned \ud800 tag", "explanation": "a NUL \x00 and a lone surrogate"}]
+        return json.dumps(shape(poisoned, schema), ensure_ascii=True), False
+    if fault == "raw_surrogate":
+        poisoned = tags + [{"tag": "poisoned \ud800 tag", "explanation": "a NUL \x00 here"}]
+        text = json.dumps(shape(poisoned, schema), ensure_ascii=False)
+        return text.replace("\\ud800", "\ud800").replace("\\u0000", "\x00"), False
     if fault == "garbage":
         return "I am sorry, but I cannot identify the intentions of this instruction.", False
     return clean, False

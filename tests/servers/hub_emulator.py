@@ -16,6 +16,7 @@ From tests, use the handle (it starts that process and stops it on exit):
         hub.url                                    # "http://127.0.0.1:<port>"
         hub.set_faults(down=True)                  # every Hub route answers 503
         hub.set_faults(reject_commits=1, status=500, message="boom")  # the next commit POST fails
+        hub.set_faults(drop="alice/ds")            # connections of requests about alice/ds are dropped
         hub.set_faults()                           # back to normal
         hub.commits("alice/ds", repo_type="dataset")  # [{"id", "title", "parents", "files", ...}], newest first
         hub.files("alice/ds", revision="main")     # {"README.md": b"...", ...}
@@ -116,10 +117,12 @@ class HubEmulator:
             return json.loads(response.read())
 
     def set_faults(
-        self, *, down: bool = False, reject_commits: int = 0, status: int = 500, message: str | None = None
+        self, *, down: bool = False, reject_commits: int = 0, status: int = 500, message: str | None = None,
+        drop: str | None = None,
     ) -> None:
-        """Replace the fault set: `down` answers 503 everywhere; `reject_commits` fails the next N commits."""
-        faults: dict[str, Any] = {"down": down, "reject_commits": reject_commits, "status": status}
+        """Replace the fault set: `down` answers 503 everywhere; `reject_commits` fails the next N commits;
+        `drop` closes the connection of every request whose path contains that text, answering nothing."""
+        faults: dict[str, Any] = {"down": down, "reject_commits": reject_commits, "status": status, "drop": drop}
         if message is not None:
             faults["message"] = message
         self._admin("faults", faults)

@@ -32,7 +32,8 @@ Knobs (``Knobs`` below) are set at start and at runtime. Faults are drawn per re
 ``random.Random(f"{seed}:{query}:{attempt}")``, so a run is reproducible whatever order
 concurrent requests arrive in. Fault kinds: "429" and "503" (immediate, with
 ``Retry-After: <retry_after>``); after the latency, "424", "500", "drop" (TCP closed, no
-response), the content faults "prose", "dict", "truncated", "empty", "garbage"; and "slow"
+response), the content faults "prose", "dict", "truncated", "empty", "garbage", and the
+poisoned ones "surrogate" and "raw_surrogate" (a tag that is not valid text); and "slow"
 (10 x latency). Faults apply with or without a grammar: they model a misbehaving deployment.
 
 Statistics cover generation requests: ``requests``, ``statuses`` ("drop" for dropped ones),
@@ -71,7 +72,8 @@ from aiohttp import web
 from tests.servers import _tgi_model as model
 from tests.servers._tgi_protocol import REQUEST_SCHEMAS, VERSION, Job, body_problem, request_validators
 
-FAULT_KINDS = ("429", "503", "500", "424", "drop", "prose", "dict", "truncated", "empty", "garbage", "slow")
+FAULT_KINDS = ("429", "503", "500", "424", "drop", "prose", "dict", "truncated", "empty", "garbage", "slow",
+               "surrogate", "raw_surrogate")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
