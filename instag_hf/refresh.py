@@ -34,7 +34,6 @@ import pyarrow as pa
 
 from instag_hf import _reuse
 from instag_hf._refresh_config import RefreshConfig, TargetConfig, load_config
-from instag_hf.endpoint import detect_server
 from instag_hf.errors import ConfigurationError, HubError, InstagError
 from instag_hf.pipeline import publish, run_chain
 from instag_hf.sources import is_local, load_source, source_revision
@@ -167,7 +166,8 @@ def refresh_target(target: TargetConfig, *, force: bool = False, dry_run: bool =
 
     is_hub = not is_local(src.id)
     ds = load_source(src.id, split=src.split, revision=revision if is_hub else None)
-    tagger = Tagger(target.endpoint, template=target.template, format=src.format, column=src.column,
+    tagger = Tagger(target.endpoint, model=target.model, server=target.server, provider=target.provider,
+                    api_key_env=target.api_key_env, template=target.template, format=src.format, column=src.column,
                     max_new_tokens=target.max_new_tokens)
     identity = _tagger_identity(tagger)
     store = _reuse.merge_stores(
@@ -205,9 +205,9 @@ def refresh_target(target: TargetConfig, *, force: bool = False, dry_run: bool =
 
 def _tagger_identity(tagger: Tagger) -> dict[str, Any]:
     # What makes stored tags valid for this run: the model behind the endpoints and the
-    # prompt, not the endpoints' addresses. With no endpoint configured, nothing matches
-    # and the Tagger itself says how to configure one.
-    models = sorted({detect_server(url, timeout=30.0).identity for url in tagger.endpoints})
+    # prompt, not the endpoints' addresses. Asked with the Tagger's own keys, so a
+    # protected endpoint answers; with no endpoint configured, the error says how to set one.
+    models = sorted({info.identity for info in tagger.servers()})
     return {"models": models, "template": tagger.template.sha256, "max_new_tokens": tagger.max_new_tokens}
 
 
