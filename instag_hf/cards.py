@@ -116,8 +116,10 @@ def build_card(
             it, the pool column shows what the selection record knows.
         normalizer: The fitted :class:`TagNormalizer` that wrote the tag column.
         tagger: The :class:`~instag_hf.Tagger` that tagged the pool (its server is asked
-            what it serves, once), or a mapping with ``kind``, ``model``, ``model_sha``,
-            ``template`` and ``template_sha256``.
+            what it serves, once; its token counts make the card's cost line), or a mapping
+            with ``kind``, ``model``, ``model_sha``, ``template``, ``template_sha256`` and
+            optionally ``queries``, ``cache_hits``, ``prompt_tokens``, ``generated_tokens``,
+            ``unmetered``.
         source: Hub id of the source dataset.
         source_revision: The source's revision (commit sha or tag).
         repo_id: Where the subset will be pushed, for the reproduction snippet.
@@ -246,7 +248,8 @@ def _histogram(stats: TagStats) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-_TAGGER_KEYS = ("kind", "model", "model_sha", "template", "template_sha256")
+_TAGGER_KEYS = ("kind", "model", "model_sha", "template", "template_sha256", "queries", "cache_hits",
+                "prompt_tokens", "generated_tokens", "unmetered")
 
 
 def _tagger_context(tagger: Any | None) -> dict[str, Any] | None:
@@ -259,11 +262,14 @@ def _tagger_context(tagger: Any | None) -> dict[str, Any] | None:
         return {key: tagger.get(key) for key in _TAGGER_KEYS}
     context: dict[str, Any] = dict.fromkeys(_TAGGER_KEYS)
     context.update(template=tagger.template.name, template_sha256=tagger.template.sha256)
-    endpoints = tagger.endpoints
-    if endpoints:
+    stats = tagger.stats
+    if stats.requests or stats.cache_hits:  # the cost of this build, as the servers counted it
+        context.update(queries=stats.answered, cache_hits=stats.cache_hits, prompt_tokens=stats.prompt_tokens,
+                       generated_tokens=stats.generated_tokens, unmetered=stats.unmetered)
+    if tagger.endpoints:
         try:
-            info = tagger._server_infos(endpoints)[0]
-            context.update(kind=info.kind, model=info.model_id, model_sha=info.model_sha)
+            info = tagger.servers()[0]
+            context.update(kind=info.kind, model=info.model_name, model_sha=info.model_sha)
         except (EndpointError, ConfigurationError) as error:
             # The card is still worth writing; it says what is unknown rather than guessing.
             logger.warning("The tagging endpoint did not say what it serves (%s); the card records it as n/a.", error)

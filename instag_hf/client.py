@@ -87,6 +87,7 @@ class TaggingClient:
         stats: TaggingStats,
         progress: TaggingProgress | None = None,
         connector: ConnectorFactory | None = None,
+        forms: dict[str, str] | None = None,
     ) -> None:
         self.infos = infos
         self.template = template
@@ -100,8 +101,11 @@ class TaggingClient:
         self.cache = cache
         self.auth = auth
         self.connector = connector
-        # Structured-output form per endpoint; weakened at most once (see _fall_back).
-        self._forms = {info.url: first_form(info.kind) for info in infos}
+        # Structured-output form per endpoint, weakened at most once (see _fall_back); the
+        # Tagger shares one dict with all its clients, so a later map does not ask again.
+        self._forms = forms if forms is not None else {}
+        for info in infos:
+            self._forms.setdefault(info.url, first_form(info.kind))
         self.stats = stats
         self.progress = progress
         self.pool = EndpointPool(infos, concurrency)

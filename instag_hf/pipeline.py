@@ -46,6 +46,7 @@ class ChainResult:
         cache_hits: Queries answered from the request cache.
         notes: Anything worth telling the user (rows that failed tagging, a short subset).
         tagger: The Tagger that tagged the pool (``None`` when the pool came tagged).
+        prompt_tokens, generated_tokens: Tokens the servers reported for this run's requests.
     """
 
     pool: Dataset
@@ -57,13 +58,16 @@ class ChainResult:
     cache_hits: int = 0
     notes: list[str] = field(default_factory=list)
     tagger: Tagger | None = None
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
 
     def summary(self) -> str:
         """A few lines for a terminal or a CI log."""
         pool, sub = self.pool_stats, self.subset_stats
         lines = [
             (f"pool: {pool.rows} rows, {pool.unique_tags} tags, {pool.mean_tags:.2f} tags/row "
-             f"(tagging requests sent: {self.requests}, answered from cache: {self.cache_hits})"),
+             f"(tagging requests sent: {self.requests}, answered from cache: {self.cache_hits}; "
+             f"{self.prompt_tokens} prompt tokens, {self.generated_tokens} generated tokens)"),
             (f"subset: {sub.rows} rows, {sub.unique_tags} tags ({sub.coverage:.1%} of the pool's), "
              f"{sub.mean_tags:.2f} tags/row"),
         ]
@@ -142,12 +146,14 @@ def run_chain(
     """
     if not isinstance(normalizer, TagNormalizer):
         normalizer = TagNormalizer(**dict(normalizer or {}))
+    counters = ("requests", "cache_hits", "prompt_tokens", "generated_tokens")
     if tagger is not None:
-        before = (tagger.stats.requests, tagger.stats.cache_hits)
+        before = [getattr(tagger.stats, name) for name in counters]
         ds = tag_dataset(ds, tagger, **dict(tag_options or {}))
-        requests, cache_hits = tagger.stats.requests - before[0], tagger.stats.cache_hits - before[1]
+        spent = [getattr(tagger.stats, name) - was for name, was in zip(counters, before)]
     else:
-        requests = cache_hits = 0
+        spent = [0] * len(counters)
+    requests, cache_hits, prompt_tokens, generated_tokens = spent
     notes = _tagging_notes(ds)
     pool = normalize_dataset(ds, normalizer)
     pool_stats = analyze(pool)
@@ -157,7 +163,8 @@ def run_chain(
     if len(subset) < n:
         notes.append(f"asked for {n} rows, selected {len(subset)} (the pool has no more rows with new tags)")
     subset_stats = analyze(subset, pool=pool_stats)
-    return ChainResult(pool, subset, normalizer, pool_stats, subset_stats, requests, cache_hits, notes, tagger)
+    return ChainResult(pool, subset, normalizer, pool_stats, subset_stats, requests, cache_hits, notes, tagger,
+                       prompt_tokens, generated_tokens)
 
 
 def publish(

@@ -67,6 +67,7 @@ class TargetOutcome:
         rows_reused: Rows whose tags came from the target's tag store.
         rows_tagged: Rows sent to the tagger.
         requests: Requests sent to the tagging endpoint.
+        prompt_tokens, generated_tokens: Tokens the endpoint reported for them.
         subset_rows: Rows in the published subset.
         url: Commit or pull request URL.
         message: Why it failed, or a note.
@@ -79,6 +80,8 @@ class TargetOutcome:
     rows_reused: int = 0
     rows_tagged: int = 0
     requests: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
     subset_rows: int = 0
     url: str | None = None
     message: str = ""
@@ -95,7 +98,8 @@ class TargetOutcome:
         if self.status in (UPDATED, PR_OPENED):
             return (
                 f"{head} from source {_short(self.source_revision)}: {self.rows} rows "
-                f"({self.rows_tagged} new, {self.rows_reused} reused), {self.requests} requests sent, "
+                f"({self.rows_tagged} new, {self.rows_reused} reused), {self.requests} requests sent "
+                f"({self.prompt_tokens} prompt + {self.generated_tokens} generated tokens), "
                 f"{self.subset_rows} rows selected -> {self.url}"
             )
         return f"{head} (source {_short(self.source_revision)}){': ' + self.message if self.message else ''}"
@@ -160,10 +164,6 @@ def refresh_target(target: TargetConfig, *, force: bool = False, dry_run: bool =
             outcome.status = UP_TO_DATE if ref == "main" else PR_PENDING
             outcome.message = "" if ref == "main" else f"already proposed in {ref}"
             return outcome
-    if dry_run:
-        outcome.status, outcome.message = WOULD_UPDATE, "dry run: nothing tagged or pushed"
-        return outcome
-
     is_hub = not is_local(src.id)
     ds = load_source(src.id, split=src.split, revision=revision if is_hub else None)
     tagger = Tagger(target.endpoint, model=target.model, server=target.server, provider=target.provider,
@@ -174,6 +174,13 @@ def refresh_target(target: TargetConfig, *, force: bool = False, dry_run: bool =
         _read_store(target.repo, state["commit"]) for _, state in states if state.get("tagger") == identity
     )
     keys = _reuse.row_keys(ds, src.format, src.column)
+    if dry_run:
+        new_rows = _reuse.rows_to_tag(store, keys)
+        plan = tagger.plan(ds.select(new_rows))
+        outcome.status, outcome.rows = WOULD_UPDATE, len(ds)
+        outcome.message = (f"dry run: would tag {len(new_rows)} of {len(ds)} rows ({plan.to_send} requests after the "
+                           f"request cache, ~{plan.prompt_tokens} prompt tokens); nothing tagged or pushed")
+        return outcome
     pool, reused, tagged = _reuse.tag_reusing(ds, tagger, store, keys)
     result = run_chain(
         pool, target.n, normalizer=target.normalizer, strategy=target.strategy, seed=target.seed,
@@ -198,6 +205,7 @@ def refresh_target(target: TargetConfig, *, force: bool = False, dry_run: bool =
     outcome.status = PR_OPENED if target.create_pr else UPDATED
     outcome.rows, outcome.rows_reused, outcome.rows_tagged = len(pool), reused, tagged
     outcome.requests = tagger.stats.requests
+    outcome.prompt_tokens, outcome.generated_tokens = tagger.stats.prompt_tokens, tagger.stats.generated_tokens
     outcome.subset_rows, outcome.url = len(result.subset), url
     outcome.message = "; ".join(result.notes)
     return outcome

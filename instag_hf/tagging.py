@@ -299,6 +299,7 @@ class Tagger:
         self._finalizer = weakref.finalize(self, self._runtime.close)
         self._infos: dict[tuple[str, ...], list[ServerInfo]] = {}
         self._auths: dict[tuple[str, ...], EndpointAuth] = {}
+        self._forms: dict[str, str] = {}  # structured-output form per endpoint URL
         self._formats: dict[tuple[str, ...], RowFormat] = {}
         self._stats = TaggingStats()
         self._lock = threading.Lock()
@@ -378,6 +379,7 @@ class Tagger:
             stats=self._stats,
             progress=self._progress_bar(),
             connector=self.connector,
+            forms=self._forms,
         )
         self._runtime.clients[(id(loop), endpoints)] = (loop, client)
         return client
