@@ -210,6 +210,8 @@ class TaggingClient:
             if self._fatal is not None:
                 raise self._fatal
             async with self.pool.slot() as slot:
+                if self._fatal is not None:  # declared while this request waited for its slot
+                    raise self._fatal
                 info, form = slot.info, self._forms[slot.info.url]
                 path, body = build_request(info.kind, info.model_id, prompt, raw, params, TAGS_JSON_SCHEMA, form)
                 self.stats.requests += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from click.testing import CliRunner
 from instag_hf.cli import EXIT_BAD_CONFIG, EXIT_FAILED, main
 from instag_hf.refresh import STATE_FILE, TAGS_FILE
 from tests.conftest import REPO_ROOT
+from tests.servers.tgi_server import start_tgi_server
 from tests.test_cli import assert_one_line_error, make_rows, write_jsonl
 
 NORMALIZER = {"min_frequency": 2, "semantic_aggregation": False}
@@ -195,3 +197,40 @@ def test_ci_entry_point_runs_in_a_subprocess(tgi, hub, tmp_path):
     assert "alice/refresh-ci: updated" in done.stdout
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False)
     assert again.returncode == 0 and "alice/refresh-ci: up-to-date" in again.stdout
+
+
+def test_refresh_with_api_key_env_against_a_protected_server(hub_client, tmp_path, fresh_request_cache, monkeypatch,
+                                                             caplog):
+    key = "sk-refresh-secret-3141592653"
+    monkeypatch.setenv("REFRESH_KEY", key)
+    caplog.set_level(logging.DEBUG)
+    with start_tgi_server(personality="openai", api_key=key, models=["org/small", "org/large"]) as server:
+        pool = write_jsonl(tmp_path / "pool.jsonl", make_rows(20, seed=5))
+        config = write_config(tmp_path / "refresh.yaml", [{"repo": "alice/refresh-guarded", "source": str(pool)}],
+                              n=4, endpoint=server.url, api_key_env="REFRESH_KEY", model="org/large",
+                              normalizer=NORMALIZER)
+        result = refresh(config)
+        assert result.exit_code == 0, result.output
+        assert "alice/refresh-guarded: updated" in result.output and "generated tokens)" in result.output
+        stats = server.stats()
+        assert stats["refused"] == 0 and stats["statuses"] == {"200": 20}
+        card = hub_client.files("alice/refresh-guarded")["README.md"].decode()
+        assert "**Tagging cost:** 20 queries" in card and "model `org/large` on server kind `vllm`" in card
+
+        write_jsonl(pool, make_rows(22, seed=5))
+        server.reset()
+        result = refresh(config, "--dry-run")
+        assert result.exit_code == 0, result.output
+        assert "would-update" in result.output and "would tag 2 of 22 rows (2 requests after the request cache" \
+            in result.output
+        assert server.stats()["requests"] == 0  # a dry run sends nothing
+
+        monkeypatch.delenv("REFRESH_KEY")  # the CI secret went missing: the target fails, saying which
+        result = refresh(config)
+        assert result.exit_code == EXIT_FAILED
+        assert "alice/refresh-guarded: failed: The API key variable $REFRESH_KEY" in result.output
+        assert server.stats()["requests"] == 0
+
+    assert key not in result.output and key not in caplog.text
+    assert not [p for p in (*tmp_path.rglob("*"), *hub_client.storage_dir.rglob("*"))
+                if p.is_file() and key.encode() in p.read_bytes()]
