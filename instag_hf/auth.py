@@ -84,12 +84,9 @@ class EndpointAuth:
         api_key: A key given in Python (``Tagger(api_key=...)``).
         api_key_env: Name of the variable holding the key.
         headers: Extra headers given by the user (an ``Authorization`` among them wins).
-        key_left_behind: The Tagger was unpickled in a worker and its Python-given key
-            stayed in the parent process.
 
     Raises:
-        ConfigurationError: ``api_key_env`` names an unset variable, or the key was given
-            in Python and this is a worker process.
+        ConfigurationError: ``api_key_env`` names an unset variable.
     """
 
     def __init__(
@@ -99,7 +96,6 @@ class EndpointAuth:
         api_key: str | None = None,
         api_key_env: str | None = None,
         headers: Mapping[str, str] | None = None,
-        key_left_behind: bool = False,
     ) -> None:
         self._base = dict(headers or {})
         given = next((v for k, v in self._base.items() if k.lower() == "authorization"), None)
@@ -111,12 +107,6 @@ class EndpointAuth:
             source = "the Authorization header given in Tagger(headers=...)"
         elif api_key:
             key, source = api_key, "Tagger(api_key=...)"
-        elif key_left_behind:
-            raise ConfigurationError(
-                "Tagger(api_key=...) stays in the process that made it (keys are never pickled), so this "
-                "worker process has none: put the key in an environment variable and pass "
-                "api_key_env=NAME (CLI --api-key-env NAME), or set INSTAG_API_KEY"
-            )
         elif api_key_env:
             key = constants.api_key(api_key_env)
             if key is None:
@@ -186,7 +176,8 @@ class EndpointAuth:
             advice = ("No key was sent: no Hugging Face token was found; run `hf auth login` or set HF_TOKEN, "
                       f"or {_HOW_TO_SET}.")
         else:
-            advice = f"No key was sent: {_HOW_TO_SET}."
+            advice = (f"No key was sent: {_HOW_TO_SET}. (A key given in Python, Tagger(api_key=...) or headers=, "
+                      "is never pickled, so num_proc workers do not have it: use the environment there.)")
         return AuthenticationError(f"{head} {advice} Nothing was retried.", url=url, status=status)
 
     def __repr__(self) -> str:

@@ -41,6 +41,11 @@ logger = logging.getLogger(__name__)
 #: Builds the aiohttp connector of one session (one per event loop).
 ConnectorFactory = Callable[[], aiohttp.BaseConnector]
 _OWNED_BY = {"vllm": VLLM, "sglang": SGLANG, "llamacpp": LLAMACPP, "me": LLAMACPP}
+#: In-flight bound of servers that do not state one. vLLM and SGLang queue what they cannot
+#: run yet (vLLM's default ``max_num_seqs`` is 256), so a deep bound keeps their batches full;
+#: hosted APIs answer 429 past their rate and the pool halves from there; llama.cpp runs a
+#: few slots at a time and gets the pool's modest default.
+_IN_FLIGHT = {VLLM: 256, SGLANG: 256, OPENAI: 64}
 _NAMED = 5  # model ids named in an error about several models
 
 
@@ -50,7 +55,8 @@ class ServerInfo:
 
     ``identity`` names the server kind and the model, not the address: two replicas of one
     model share cached answers, and moving a server to another port keeps its cache.
-    ``model_id`` is what chat requests send as ``model``.
+    ``model_id`` is what chat requests send as ``model``. ``max_concurrent_requests`` is TGI's
+    own limit, or the default bound of the kind for servers that state none.
     """
 
     url: str
@@ -176,6 +182,7 @@ async def detect(
     kind = server or (OPENAI if router else _kind_of(chosen, models))
     max_len = chosen.get("max_model_len") if chosen else None  # vLLM says its context length
     return ServerInfo(url=url, kind=kind, model_id=chosen["id"] if chosen else str(model),
+                      max_concurrent_requests=_IN_FLIGHT.get(kind),
                       max_total_tokens=max_len if isinstance(max_len, int) else None)
 
 

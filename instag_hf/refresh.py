@@ -17,6 +17,10 @@ config file (format in :mod:`instag_hf._refresh_config`). For each target:
    the subset, card, normalizer, state and tag store go to the repo in one commit, or
    one pull request.
 
+A dry run goes as far as step 3 without tagging: it reads the source and the stored tags
+and says how many rows would be tagged, and how many requests and prompt tokens that takes
+after the request cache (the endpoint is asked what it serves, nothing more).
+
 Both files live at the root of the target repo, next to the data and the card, so the
 state travels with what it describes and needs no storage of its own.
 """

@@ -166,7 +166,6 @@ class Tagger:
         self._api_key = api_key.strip() if api_key else None
         self.api_key_env = api_key_env
         self.connector = connector
-        self._key_left_behind = False  # set by __setstate__ when api_key stayed in the parent
         self.template = get_template(template)
         self.format, self.column = format, column
         if format is not None and format not in FORMAT_NAMES:
@@ -244,9 +243,8 @@ class Tagger:
             "fail_fast_seconds": self.fail_fast_seconds,
             "cache": self.cache_setting,
             "progress": self.progress,
-            # Names and flags only: a key given in Python never leaves this process.
+            # A variable's name, never a key: a key given in Python never leaves this process.
             "api_key_env": self.api_key_env,
-            "api_key_in_python": self._api_key is not None,
             "connector": self.connector,
         }
 
@@ -273,7 +271,6 @@ class Tagger:
             cache=state["cache"],
             progress=state["progress"],
         )
-        self._key_left_behind = state["api_key_in_python"]
 
     def __repr__(self) -> str:
         # Never the key: a repr ends up in logs, tracebacks and datasets' fingerprint warnings.
@@ -314,7 +311,6 @@ class Tagger:
             if endpoints not in self._auths:
                 self._auths[endpoints] = EndpointAuth(
                     endpoints, api_key=self._api_key, api_key_env=self.api_key_env, headers=self._headers,
-                    key_left_behind=self._key_left_behind,
                 )
             return self._auths[endpoints]
 

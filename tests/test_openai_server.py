@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import threading
 import urllib.error
 import urllib.request
 from typing import Any
@@ -152,3 +153,16 @@ def test_tls_is_served_with_the_given_certificate(tls_files):
         assert call(server.url, "/v1/models", cafile=tls_files[0])[0] == 200
         with pytest.raises(urllib.error.URLError):  # not trusted without the test CA
             call(server.url, "/v1/models")
+
+
+def test_requests_over_the_limit_queue_instead_of_429(server):
+    server.set_knobs(max_concurrent_requests=2, latency=0.2)
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(
+        call(server.url, "/v1/chat/completions", chat_body(JSON_SCHEMA))[0])) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = server.stats()
+    assert results == [200] * 6 and stats["max_in_flight"] == 2 and stats["queued"] >= 3

@@ -13,7 +13,10 @@ JSON Schema as the TGI spec is. What vLLM does on top, copied here:
 * Errors are ``{"error": {"message", "type", "param", "code"}}``: 400 for a bad body or a
   prompt over the context length, 404 for a model it does not serve, 401 without the
   right ``Authorization: Bearer <key>`` (only ``/v1/*`` routes are protected, as vLLM's
-  ``--api-key`` does), 429 above ``max_concurrent_requests``.
+  ``--api-key`` does). Rate limits are the fault kind "429".
+* Requests above ``max_concurrent_requests`` wait in a queue until one in flight ends, as
+  vLLM's scheduler holds what exceeds ``max_num_seqs``: no 429 for load. ``queued`` counts
+  them, ``max_in_flight`` counts only the running ones.
 * ``usage`` counts prompt and completion tokens (one token per whitespace-separated word,
   as the TGI personality counts them).
 * ``GET /v1/models`` lists every served model with ``owned_by`` (``vllm`` by default) and
@@ -174,6 +177,8 @@ class ChatRoutes:
 
     knobs: Any
     requests: int
+    queued: int = 0
+    _room: asyncio.Condition | None = None
     in_flight: int
     max_in_flight: int
     queries: Any
@@ -213,15 +218,21 @@ class ChatRoutes:
             self._done(CHAT, query, 400)
             return error(400, "response_format of type json_schema is not supported by this server",
                                 "BadRequestError", param="response_format")
-        if self.in_flight >= k.max_concurrent_requests:
-            self._done(CHAT, query, 429)
-            return error(429, "Too many requests in flight", "RateLimitError", code="rate_limit_exceeded")
-        self.in_flight += 1
+        if self._room is None:  # made in the server's own loop
+            self._room = asyncio.Condition()
+        async with self._room:
+            if self.in_flight >= k.max_concurrent_requests:
+                self.queued += 1
+            while self.in_flight >= self.knobs.max_concurrent_requests:
+                await self._room.wait()
+            self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             return await self._chat_answer(request, job, query, attempt)
         finally:
-            self.in_flight -= 1
+            async with self._room:
+                self.in_flight -= 1
+                self._room.notify(1)
 
     async def _chat_answer(self, request: web.Request, job: ChatJob, query: str,
                            attempt: int) -> web.StreamResponse:

@@ -108,7 +108,7 @@ class TGIServer(openai.ChatRoutes):
         self.reset()
 
     def reset(self) -> None:
-        self.requests, self.max_in_flight, self.log, self.refused = 0, self.in_flight, [], 0
+        self.requests, self.max_in_flight, self.log, self.refused, self.queued = 0, self.in_flight, [], 0, 0
         self.routes, self.statuses, self.faults, self.queries = Counter(), Counter(), Counter(), Counter()
         self.formats: Counter[str] = Counter()
         self.hosts: dict[str, Counter[str]] = {}
@@ -117,6 +117,7 @@ class TGIServer(openai.ChatRoutes):
         return {"requests": self.requests, "routes": dict(self.routes), "statuses": dict(self.statuses),
                 "faults": dict(self.faults), "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
                 "queries": dict(self.queries), "formats": dict(self.formats), "refused": self.refused,
+                "queued": self.queued,
                 "hosts": {host: dict(counts) for host, counts in self.hosts.items()}, "log": self.log}
 
     @property
