@@ -329,9 +329,12 @@ def _reproduction(
     column: str,
 ) -> dict[str, Any]:
     template: str | None = "paper"  # what Tagger() uses when nothing says otherwise
+    chosen: list[tuple[str, Any]] = []  # the model choice, which decides the tags as much as the prompt
     if tagger is not None:
         name = tagger.get("template") if isinstance(tagger, Mapping) else tagger.template.name
         template = name if name in BUILTIN_TEMPLATES else None  # custom: its text is not in the card
+        if not isinstance(tagger, Mapping):
+            chosen = [(k, getattr(tagger, k)) for k in ("model", "server", "provider") if getattr(tagger, k)]
     settings: list[tuple[str, Any]] = []
     if normalizer is not None:
         defaults = type(normalizer.config)().to_dict()
@@ -341,7 +344,8 @@ def _reproduction(
         arguments = [("n", selection.n_requested), ("strategy", selection.strategy), ("seed", selection.seed)]
         arguments += [(k, getattr(selection, k)) for k in ("target_coverage", "target_mean_tags")
                       if getattr(selection, k) is not None]  # fmt: skip
-    options = [(f"--{k.replace('_', '-')}", v) for k, v in arguments if v is not None]
+    options = [(f"--{k}", v) for k, v in chosen]
+    options += [(f"--{k.replace('_', '-')}", v) for k, v in arguments if v is not None]
     options += [_CLI_FLAGS[k](v) for k, v in settings if k in _CLI_FLAGS]
     if column != "instag_tags":
         arguments.append(("tag_column", column))
@@ -350,6 +354,7 @@ def _reproduction(
         "revision": revision,
         "split": split,
         "template": template,
+        "tagger_arguments": [(Safe(k), v) for k, v in chosen],
         "repo_id": repo_id or "<user>/<dataset>",
         "normalizer_settings": settings,
         "sample_arguments": [(Safe(k), v) for k, v in arguments],

@@ -9,6 +9,7 @@ import urllib.request
 
 import datasets
 import pytest
+from datasets.fingerprint import Hasher
 from jsonschema import Draft202012Validator
 
 from instag_hf import Tagger
@@ -32,6 +33,7 @@ from tests.servers._openai_protocol import spec_validator
 from tests.servers._tgi_protocol import SPEC as TGI_SPEC
 from tests.servers._tgi_protocol import openapi_to_jsonschema
 from tests.servers.tgi_server import start_tgi_server
+from tests.test_cli import assert_ok, assert_one_line_error, invoke, make_rows, write_jsonl
 
 MODELS = ["org/alpha-instruct", "org/beta-instruct", "org/gamma-instruct"]
 GREEDY = {"max_new_tokens": 512, "do_sample": False}
@@ -164,8 +166,6 @@ def test_the_chosen_model_is_asked_and_is_part_of_the_cache_identity(vllm, reque
     again = Tagger(vllm.url, model=MODELS[0], cache=request_cache_dir, progress=False)
     prompts(5).map(again.atag, batched=True)
     assert again.stats.cache_hits == 5
-    from datasets.fingerprint import Hasher
-
     assert Hasher.hash(alpha) != Hasher.hash(beta)
 
 
@@ -231,3 +231,15 @@ def test_usage_is_summed_exactly(vllm, tgi, request_cache_dir, personality, temp
     again = Tagger(server.url, template=template, cache=request_cache_dir, progress=False)
     ds.map(again.atag, batched=True)
     assert (again.stats.prompt_tokens, again.stats.generated_tokens, again.stats.cache_hits) == (0, 0, 30)
+
+
+def test_the_cli_chooses_the_model_and_the_server_kind(vllm, tmp_path):
+    pool = write_jsonl(tmp_path / "pool.jsonl", make_rows(5, seed=2))
+    assert_one_line_error(invoke("tag", pool, "--endpoint", vllm.url, "--no-cache", "-o", tmp_path / "a"),
+                          "serves 3 models", "--model")
+    result = invoke("tag", pool, "--endpoint", vllm.url, "--model", MODELS[2], "--server", "openai", "--no-cache",
+                    "-o", tmp_path / "b")
+    assert_ok(result)
+    assert "Tagged 5 rows (0 with an instag_error; 5 requests" in result.stdout
+    assert vllm.stats()["formats"] == {"json_schema": 5}
+    assert invoke("tag", pool, "--endpoint", vllm.url, "--server", "triton", "-o", tmp_path / "c").exit_code == 2

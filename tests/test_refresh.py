@@ -216,6 +216,7 @@ def test_refresh_with_api_key_env_against_a_protected_server(hub_client, tmp_pat
         assert stats["refused"] == 0 and stats["statuses"] == {"200": 20}
         card = hub_client.files("alice/refresh-guarded")["README.md"].decode()
         assert "**Tagging cost:** 20 queries" in card and "model `org/large` on server kind `vllm`" in card
+        assert "instag_hf.Tagger(template='paper', model='org/large')" in card and " --model org/large " in card
 
         write_jsonl(pool, make_rows(22, seed=5))
         server.reset()
@@ -234,3 +235,20 @@ def test_refresh_with_api_key_env_against_a_protected_server(hub_client, tmp_pat
     assert key not in result.output and key not in caplog.text
     assert not [p for p in (*tmp_path.rglob("*"), *hub_client.storage_dir.rglob("*"))
                 if p.is_file() and key.encode() in p.read_bytes()]
+
+
+def test_refresh_through_inference_providers(hub_client, tmp_path, fresh_request_cache, monkeypatch):
+    model = "meta-llama/Llama-3.1-8B-Instruct"
+    # hub_client logged in as alice: the same token opens the (loopback) router
+    with start_tgi_server(personality="openai", models=[model, "org/other"], owned_by="meta-llama",
+                          api_key="hf_test_writer") as router:
+        monkeypatch.setenv("INSTAG_ROUTER_URL", router.url + "/v1")
+        pool = write_jsonl(tmp_path / "pool.jsonl", make_rows(12, seed=6))
+        config = write_config(tmp_path / "refresh.yaml", [{"repo": "alice/refresh-provider", "source": str(pool)}],
+                              n=3, provider="auto", model=model, normalizer=NORMALIZER)
+        result = refresh(config)
+        assert result.exit_code == 0, result.output
+        assert "alice/refresh-provider: updated" in result.output and "12 requests sent" in result.output
+        assert all(set(counts) == {"auth"} for counts in router.stats()["hosts"].values())
+        card = hub_client.files("alice/refresh-provider")["README.md"].decode()
+        assert f"model `{model}` on server kind `openai`" in card and "--provider auto" in card
