@@ -221,7 +221,7 @@ class Tagger:
         # Everything that decides the output, and nothing secret: this is what datasets
         # hashes into the map's fingerprint and what num_proc workers receive.
         return {
-            "endpoints": list(self._endpoints) if self.provider is None else [],
+            "endpoints": list(self.endpoints) if self.provider is None else [],  # the router: from provider
             "model": self.model,
             "server": self.server,
             "provider": self.provider,
