@@ -60,6 +60,18 @@ def answer_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "object", "properties": {"tags": dict(schema)}, "required": ["tags"], "additionalProperties": False}
 
 
+def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """``schema`` within the subset OpenAI's strict mode has accepted since its start.
+
+    Array size bounds (``minItems``) were outside that subset, and a refused schema would
+    cost the endpoint its constraint (the fallback form); an empty tag list is caught by the
+    parser and asked again instead.
+    """
+    if isinstance(schema, Mapping):
+        return {k: strict_schema(v) for k, v in schema.items() if k not in ("minItems", "maxItems")}
+    return schema  # type: ignore[return-value]
+
+
 def build_request(
     kind: str, model: str, prompt: str, raw: bool, params: Mapping[str, Any], schema: Mapping[str, Any], form: str
 ) -> tuple[str, dict[str, Any]]:
@@ -89,7 +101,7 @@ def build_request(
         body["response_format"] = {"type": "json", "value": wrapped}
     elif form == JSON_SCHEMA:
         body["response_format"] = {"type": "json_schema",
-                                   "json_schema": {"name": SCHEMA_NAME, "schema": wrapped, "strict": True}}
+                                   "json_schema": {"name": SCHEMA_NAME, "schema": strict_schema(wrapped), "strict": True}}
     else:
         body["response_format"] = {"type": "json_object", "schema": wrapped}
     return "/v1/chat/completions", {k: v for k, v in body.items() if v is not None}
