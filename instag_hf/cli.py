@@ -361,8 +361,13 @@ def run(source: str | None, dataset: str | None, split: str | None, revision: st
               help="YAML file listing the targets (see the README for its format).")
 @click.option("--target", "only", multiple=True, help="Refresh only this repo (repeatable).")
 @click.option("--force", is_flag=True, help="Rebuild even when the source and settings are unchanged.")
-@click.option("--dry-run", is_flag=True, help="Say what would be rebuilt; tag and push nothing.")
-def refresh_command(config_path: Path, only: tuple[str, ...], force: bool, dry_run: bool) -> None:
+@click.option("--dry-run", is_flag=True,
+              help="Say what would be rebuilt, and how many requests and prompt tokens that takes; tag and push nothing.")
+@click.option("--api-key-env", default=None, metavar="NAME",
+              help="Name of the variable holding the endpoint's API key, for targets whose config names none "
+                   "(default: INSTAG_API_KEY).")
+def refresh_command(config_path: Path, only: tuple[str, ...], force: bool, dry_run: bool,
+                    api_key_env: str | None) -> None:
     """Rebuild Hub targets whose source changed, tagging only new queries (for CI).
 
     Exit codes: 0 every target updated, proposed or up to date; 1 a target failed (the
@@ -373,8 +378,8 @@ def refresh_command(config_path: Path, only: tuple[str, ...], force: bool, dry_r
     except ConfigurationError as error:
         raise _BadConfig(str(error)) from error
     try:
-        outcomes = refreshing.refresh(config, only=only or None, force=force, dry_run=dry_run)
-    except ConfigurationError as error:  # an unknown --target
+        outcomes = refreshing.refresh(config, only=only or None, force=force, dry_run=dry_run, api_key_env=api_key_env)
+    except ConfigurationError as error:  # an unknown --target or a bad --api-key-env
         raise _BadConfig(str(error)) from error
     for outcome in outcomes:
         click.echo(outcome.line())

@@ -31,13 +31,14 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
 
 from instag_hf import _reuse
 from instag_hf._refresh_config import RefreshConfig, TargetConfig, load_config
+from instag_hf.auth import check_env_name
 from instag_hf.errors import ConfigurationError, HubError, InstagError
 from instag_hf.pipeline import publish, run_chain
 from instag_hf.sources import is_local, load_source, source_revision
@@ -115,6 +116,7 @@ def refresh(
     only: Sequence[str] | None = None,
     force: bool = False,
     dry_run: bool = False,
+    api_key_env: str | None = None,
 ) -> list[TargetOutcome]:
     """Refresh every target of ``config``; a failing target does not stop the others.
 
@@ -123,6 +125,8 @@ def refresh(
         only: Repo ids to refresh (default: all targets).
         force: Rebuild even when the source and settings are unchanged.
         dry_run: Decide, but tag and push nothing.
+        api_key_env: Name of the variable holding the endpoint's key, for targets whose
+            config names none (``instag refresh --api-key-env NAME``).
 
     Returns:
         One :class:`TargetOutcome` per target, in config order.
@@ -136,7 +140,9 @@ def refresh(
     """
     if not isinstance(config, RefreshConfig):
         config = load_config(config)
-    targets = list(config.targets)
+    check_env_name(api_key_env)
+    targets = [t if t.api_key_env or not api_key_env else replace(t, api_key_env=api_key_env)
+               for t in config.targets]
     if only:
         unknown = sorted(set(only) - {t.repo for t in targets})
         if unknown:

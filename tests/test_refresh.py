@@ -226,6 +226,16 @@ def test_refresh_with_api_key_env_against_a_protected_server(hub_client, tmp_pat
             in result.output
         assert server.stats()["requests"] == 0  # a dry run sends nothing
 
+        # the variable can be named on the command line instead of in the config
+        monkeypatch.setenv("OTHER_KEY", key)
+        no_name = write_config(tmp_path / "no-name.yaml", [{"repo": "alice/refresh-guarded", "source": str(pool)}],
+                               n=4, endpoint=server.url, model="org/large", normalizer=NORMALIZER)
+        result = refresh(no_name, "--dry-run", "--api-key-env", "OTHER_KEY")
+        assert result.exit_code == 0 and "would tag 2 of 22 rows" in result.output, result.output
+        pasted = refresh(no_name, "--dry-run", "--api-key-env", key)  # the key itself, pasted by mistake
+        assert pasted.exit_code == EXIT_BAD_CONFIG and "NAME of an environment variable" in pasted.output
+        assert key not in pasted.output
+
         monkeypatch.delenv("REFRESH_KEY")  # the CI secret went missing: the target fails, saying which
         result = refresh(config)
         assert result.exit_code == EXIT_FAILED
