@@ -1,4 +1,5 @@
-"""Tagging throughput against the TGI-protocol server, as a fraction of the bound C/L.
+"""Tagging throughput against the TGI-protocol server and its OpenAI-compatible (vLLM)
+personality, as a fraction of the bound C/L.
 
 The server (its own process, so its CPU is not counted) answers every request after
 latency L (plus uniform jitter) and admits C = max_concurrent_requests in flight (429 above).
@@ -8,6 +9,10 @@ No client can tag faster than C/L rows per second. Measured in one run:
 - ``ds.map(Tagger(...), batched=True)``: the synchronous path; each batch waits for its
   slowest request, so slots idle at every batch boundary.
 - a naive loop of ``huggingface_hub.InferenceClient.text_generation`` calls, one at a time.
+- ``ds.map(Tagger(openai_url).atag, batched=True)`` against the server's OpenAI personality
+  (chat completions with ``json_schema`` as vLLM serves them; requests above C wait in its
+  queue, as vLLM's scheduler holds them), with the same C and L: its fraction of C/L is
+  printed next to the TGI one, with their ratio.
 
 Client CPU per request is the process CPU time (user + system) of the map divided by the
 requests it sent. Run: ``python benchmarks/bench_tagging.py [--rows 5120 --latency 0.5]``.
@@ -99,6 +104,17 @@ def main() -> None:
         print(f"{'naive InferenceClient loop':34s} {naive:8.1f} rows/s = {naive / bound:.3f} of C/L")
         print(f"\nasync map / naive loop: {results['ds.map(instag_hf.tag) [async]'] / naive:.0f}x; "
               f"async / sync map: {results['ds.map(instag_hf.tag) [async]'] / results['ds.map(Tagger(...)) [sync]']:.2f}x")
+
+    with start_tgi_server(personality="openai", latency=args.latency, jitter=args.jitter,
+                          max_concurrent_requests=args.concurrency) as server:
+        name = "OpenAI-compatible (vLLM) [async]"
+        wall, cpu, requests = timed_map(ds, instag_hf.Tagger(server.url, progress=False).atag, server)
+        openai_rate = args.rows / wall
+        tgi_rate = results["ds.map(instag_hf.tag) [async]"]
+        print(f"\n{name:34s} {openai_rate:8.1f} rows/s = {openai_rate / bound:.3f} of C/L; "
+              f"client CPU {1000 * cpu / requests:.2f} ms/request; max in flight {server.stats()['max_in_flight']}")
+        print(f"OpenAI-compatible / TGI: {openai_rate / bound:.3f} vs {tgi_rate / bound:.3f} of C/L "
+              f"= {openai_rate / tgi_rate:.3f} (target: within 5%)")
 
 
 if __name__ == "__main__":

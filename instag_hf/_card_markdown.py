@@ -19,6 +19,7 @@ import shlex
 import string
 import unicodedata
 from functools import lru_cache
+from pathlib import Path
 
 import jinja2
 
@@ -115,6 +116,12 @@ def fmt_dec(value: float | None, digits: int = 2) -> str:
 def environment() -> jinja2.Environment:
     """The Environment card templates render in (cached; templates are package data)."""
     def load(name: str) -> str:
+        # A source checkout renders its own templates: an editable install maps the package
+        # instag_hf.dataset_cards to the checkout it was made from, so a second checkout of
+        # the repo (a git worktree) using the same environment would render the first one's.
+        checkout = Path(__file__).resolve().parents[1]
+        if (checkout / "setup.py").is_file() and (checkout / "dataset_cards" / name).is_file():
+            return (checkout / "dataset_cards" / name).read_text(encoding="utf-8")
         return importlib.resources.files("instag_hf.dataset_cards").joinpath(name).read_text(encoding="utf-8")
 
     env = jinja2.Environment(

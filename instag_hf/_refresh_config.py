@@ -8,6 +8,8 @@
     targets:
       - repo: my-org/sharegpt-instag-6k           # Hub dataset repo to keep up to date
         source: my-org/sharegpt-pool              # Hub id, local folder or data file...
+        api_key_env: VLLM_KEY                     # the endpoint's key is in $VLLM_KEY
+        model: meta-llama/Llama-3.1-8B-Instruct   # the server lists several
       - repo: my-org/alpaca-instag-1k
         source:                                   # ...or a mapping
           id: ./data/alpaca.parquet
@@ -30,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from instag_hf._normalizer_config import NormalizerConfig
+from instag_hf.auth import check_env_name
 from instag_hf.constants import parse_endpoints
+from instag_hf.dialects import SERVER_KINDS
 from instag_hf.errors import ConfigurationError
 from instag_hf.formats import FORMAT_NAMES
 from instag_hf.prompts import MAX_NEW_TOKENS, get_template
@@ -76,6 +80,11 @@ class TargetConfig:
         n: Rows to select.
         strategy, seed, target_coverage, target_mean_tags: As :func:`instag_hf.sample`.
         endpoint: Tagging endpoint(s); default ``INSTAG_ENDPOINT``.
+        model: The model to ask, for a server that lists several (or with ``provider``).
+        server: Force the server kind (``tgi``, ``vllm``, ``sglang``, ``openai``, ``llamacpp``).
+        provider: Tag through Hugging Face Inference Providers (``auto`` or a provider name).
+        api_key_env: Name of the environment variable holding the endpoint's API key
+            (default ``INSTAG_API_KEY``); the key itself never goes in the file.
         template: Prompt template name or text (``paper``, ``instagger``, ``... {query} ...``).
         max_new_tokens: Generation budget per answer.
         normalizer: :class:`~instag_hf.TagNormalizer` settings, e.g. ``{min_frequency: 20}``.
@@ -91,6 +100,10 @@ class TargetConfig:
     target_coverage: float | None = None
     target_mean_tags: float | None = None
     endpoint: str | None = None
+    model: str | None = None
+    server: str | None = None
+    provider: str | None = None
+    api_key_env: str | None = None
     template: str = "paper"
     max_new_tokens: int = MAX_NEW_TOKENS
     normalizer: dict[str, Any] = field(default_factory=dict)
@@ -119,16 +132,30 @@ class TargetConfig:
             raise ConfigurationError(f"endpoint must be a URL (or comma-separated URLs), got {self.endpoint!r}")
         if self.endpoint is not None:
             parse_endpoints(self.endpoint, "endpoint")  # 127.0.0.1:8080 or ftp://... would fail at tagging time
+        for name in ("model", "server", "provider"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigurationError(f"{name} must be a non-empty string, got {value!r}")
+        if self.server is not None and self.server not in SERVER_KINDS:
+            raise ConfigurationError(f"server must be one of {', '.join(SERVER_KINDS)}, got {self.server!r}")
+        if self.provider is not None and (self.model is None or self.endpoint is not None):
+            raise ConfigurationError("provider needs a model and no endpoint (requests go through the router)")
+        check_env_name(self.api_key_env, "api_key_env")
 
     def settings(self) -> dict[str, Any]:
         """Everything that decides the target's content, apart from the source's revision.
 
-        The endpoint URL and the repo's visibility are not in it: moving the server or
-        making the repo private changes no row.
+        The endpoint URL, where its key is read from and the repo's visibility are not in
+        it: moving the server, rotating a key or making the repo private changes no row.
+        Unset model choices are left out, so configs written before they existed keep
+        their hash.
         """
         values = asdict(self)
-        for name in ("repo", "endpoint", "private", "create_pr"):
+        for name in ("repo", "endpoint", "api_key_env", "private", "create_pr"):
             values.pop(name)
+        for name in ("model", "server", "provider"):
+            if values[name] is None:
+                values.pop(name)
         values["template"] = get_template(self.template).sha256
         values["normalizer"] = NormalizerConfig.from_dict(dict(self.normalizer)).to_dict()
         return values

@@ -92,6 +92,19 @@ def store_from_bytes(data: bytes, where: str) -> pa.Table:
         raise RefreshError(f"{where} is not a readable tag store: {error}") from error
 
 
+def _known(store: pa.Table) -> dict[str, int]:
+    """Stored keys with at least one tag -> their row in the store."""
+    stored_keys = store.column(KEY_COLUMN).to_pylist()
+    has_tags = [bool(tags) for tags in store.column(RAW_TAGS_COLUMN).to_pylist()]
+    return {key: i for i, key in enumerate(stored_keys) if has_tags[i]}
+
+
+def rows_to_tag(store: pa.Table, keys: list[str]) -> list[int]:
+    """Indexes of the rows :func:`tag_reusing` would send to the tagger."""
+    known = _known(store)
+    return [i for i, key in enumerate(keys) if key not in known]
+
+
 def tag_reusing(ds: Dataset, tagger: Tagger, store: pa.Table, keys: list[str]) -> tuple[Dataset, int, int]:
     """Add ``instag_raw_tags`` / ``instag_error``, asking ``tagger`` only about unknown rows.
 
@@ -101,9 +114,7 @@ def tag_reusing(ds: Dataset, tagger: Tagger, store: pa.Table, keys: list[str]) -
     Returns:
         ``(tagged dataset, rows reused, rows sent to the tagger)``; rows keep their order.
     """
-    stored_keys = store.column(KEY_COLUMN).to_pylist()
-    has_tags = [bool(tags) for tags in store.column(RAW_TAGS_COLUMN).to_pylist()]
-    known = {key: i for i, key in enumerate(stored_keys) if has_tags[i]}
+    known = _known(store)
     new_rows = [i for i, key in enumerate(keys) if key not in known]
     stale = [c for c in (RAW_TAGS_COLUMN, ERROR_COLUMN, TAGS_COLUMN) if c in ds.column_names]
     base = ds.remove_columns(stale) if stale else ds

@@ -124,10 +124,13 @@ def build_card(
             it, the pool column shows what the selection record knows.
         normalizer: The fitted :class:`TagNormalizer` that wrote the tag column.
         tagger: The :class:`~instag_hf.Tagger` that tagged the pool, or a mapping with
-            ``kind``, ``model``, ``model_sha``, ``template`` and ``template_sha256``. A
+            ``kind``, ``model``, ``model_sha``, ``template``, ``template_sha256`` and
+            optionally ``queries``, ``cache_hits``, ``prompt_tokens``, ``generated_tokens``,
+            ``unmetered``. A
             mapping is written as given; otherwise the record that tagging left in the rows
             (:func:`instag_hf.pipeline.tag_dataset` writes it) names the model that produced
-            the tags, and only without one is the Tagger's server asked what it serves.
+            the tags, and only without one is the Tagger's server asked what it serves. The
+            Tagger's token counts make the card's cost line.
         source: Hub id of the source dataset, or the local file or folder it was read from
             (the reproduction snippet then reads it the way it was read).
         source_revision: The source's revision (commit sha or tag).
@@ -263,7 +266,8 @@ def _histogram(stats: TagStats) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-_TAGGER_KEYS = ("kind", "model", "model_sha", "template", "template_sha256")
+_TAGGER_KEYS = ("kind", "model", "model_sha", "template", "template_sha256", "queries", "cache_hits",
+                "prompt_tokens", "generated_tokens", "unmetered")
 
 
 def _tagger_context(tagger: Any | None, subset: Dataset) -> dict[str, Any] | None:
@@ -278,6 +282,10 @@ def _tagger_context(tagger: Any | None, subset: Dataset) -> dict[str, Any] | Non
         return recorded
     context: dict[str, Any] = dict.fromkeys(_TAGGER_KEYS)
     context.update(template=tagger.template.name, template_sha256=tagger.template.sha256)
+    stats = tagger.stats
+    if stats.requests or stats.cache_hits:  # the cost of this build, as the servers counted it
+        context.update(queries=stats.answered, cache_hits=stats.cache_hits, prompt_tokens=stats.prompt_tokens,
+                       generated_tokens=stats.generated_tokens, unmetered=stats.unmetered)
     try:
         context.update(tagger.provenance())
     except (EndpointError, ConfigurationError) as error:
@@ -353,9 +361,12 @@ def _reproduction(
     column: str,
 ) -> dict[str, Any]:
     template: str | None = "paper"  # what Tagger() uses when nothing says otherwise
+    chosen: list[tuple[str, Any]] = []  # the model choice, which decides the tags as much as the prompt
     if tagger is not None:
         name = tagger.get("template")
         template = name if name in BUILTIN_TEMPLATES else None  # custom: its text is not in the card
+        if not isinstance(tagger, Mapping):
+            chosen = [(k, getattr(tagger, k)) for k in ("model", "server", "provider") if getattr(tagger, k)]
     settings: list[tuple[str, Any]] = []
     if normalizer is not None:
         defaults = type(normalizer.config)().to_dict()
@@ -365,7 +376,8 @@ def _reproduction(
         arguments = [("n", selection.n_requested), ("strategy", selection.strategy), ("seed", selection.seed)]
         arguments += [(k, getattr(selection, k)) for k in ("target_coverage", "target_mean_tags")
                       if getattr(selection, k) is not None]  # fmt: skip
-    options = [(f"--{k.replace('_', '-')}", v) for k, v in arguments if v is not None]
+    options = [(f"--{k}", v) for k, v in chosen]
+    options += [(f"--{k.replace('_', '-')}", v) for k, v in arguments if v is not None]
     options += [_CLI_FLAGS[k](v) for k, v in settings if k in _CLI_FLAGS]
     if column != "instag_tags":
         arguments.append(("tag_column", column))
@@ -376,6 +388,7 @@ def _reproduction(
         "revision": None if local else revision,
         "split": split,
         "template": template,
+        "tagger_arguments": [(Safe(k), v) for k, v in chosen],
         "repo_id": repo_id or "<user>/<dataset>",
         "normalizer_settings": settings,
         "sample_arguments": [(Safe(k), v) for k, v in arguments],

@@ -27,6 +27,7 @@ import click
 from instag_hf import pipeline, sources
 from instag_hf import refresh as refreshing
 from instag_hf.agreement import DEFAULT_AUDIT_ROWS, DEFAULT_THRESHOLD
+from instag_hf.dialects import SERVER_KINDS
 from instag_hf.errors import ConfigurationError, InstagError
 from instag_hf.prompts import MAX_NEW_TOKENS
 from instag_hf.sampling import STRATEGIES
@@ -59,8 +60,10 @@ def main(debug: bool, verbose: bool) -> None:
     """InsTag for Hugging Face datasets: tag queries with an LLM, normalize the tags,
     analyze diversity and complexity, sample a complex and diverse subset, publish it.
 
-    The tagging endpoint (TGI, or an OpenAI-compatible server such as llama.cpp) comes
-    from --endpoint or INSTAG_ENDPOINT; Hub access uses HF_TOKEN / HF_ENDPOINT as usual.
+    The tagging endpoint (TGI, vLLM, SGLang, llama.cpp or any OpenAI-compatible API) comes
+    from --endpoint or INSTAG_ENDPOINT, or is Hugging Face's Inference Providers router
+    (--provider); its key from INSTAG_API_KEY or --api-key-env NAME. Hub access uses
+    HF_TOKEN / HF_ENDPOINT as usual.
     """
     if debug or verbose:
         handler = logging.StreamHandler()
@@ -101,6 +104,14 @@ def _output_option(func: Any) -> Any:
 def _tagger_options(func: Any) -> Any:
     for option in reversed([
         click.option("--endpoint", default=None, help="Tagging server URL(s), comma-separated (default: $INSTAG_ENDPOINT)."),
+        click.option("--model", default=None, help="Model to ask, for a server that lists several (or with --provider)."),
+        click.option("--server", "server_kind", type=click.Choice(SERVER_KINDS), default=None,
+                     help="Server kind, which decides the structured-output form (detected by default)."),
+        click.option("--provider", default=None,
+                     help="Tag through Hugging Face Inference Providers: 'auto' or a provider name (needs --model)."),
+        click.option("--api-key-env", default=None, metavar="NAME",
+                     help="Name of the environment variable that holds the endpoint's API key "
+                          "(default: INSTAG_API_KEY; the key itself never goes on the command line)."),
         click.option("--template", default="paper", show_default=True,
                      help="Prompt: 'paper', 'instagger', or a template text containing {query}."),
         click.option("--format", "row_format", type=click.Choice(["sharegpt", "messages", "alpaca", "prompt"]),
@@ -149,12 +160,14 @@ def _sampling_options(func: Any) -> Any:
     return func
 
 
-def _tagger(endpoint: str | None, template: str, row_format: str | None, column: str | None,
+def _tagger(endpoint: str | None, model: str | None, server_kind: str | None, provider: str | None,
+            api_key_env: str | None, template: str, row_format: str | None, column: str | None,
             max_new_tokens: int, concurrency: int | None, cache_dir: Path | None, no_cache: bool) -> Any:
     from instag_hf.tagging import Tagger
 
     cache: bool | Path = False if no_cache else (cache_dir or True)
-    return Tagger(endpoint, template=template, format=row_format, column=column, max_new_tokens=max_new_tokens,
+    return Tagger(endpoint, model=model, server=server_kind, provider=provider, api_key_env=api_key_env,
+                  template=template, format=row_format, column=column, max_new_tokens=max_new_tokens,
                   concurrency=concurrency, cache=cache)
 
 
@@ -178,7 +191,7 @@ def _split_kwargs(kwargs: dict[str, Any], names: tuple[str, ...]) -> dict[str, A
     return {name: kwargs.pop(name) for name in names}
 
 
-_TAGGER_ARGS = ("endpoint", "template", "row_format", "column", "max_new_tokens", "concurrency", "cache_dir", "no_cache")
+_TAGGER_ARGS = ("endpoint", "model", "server_kind", "provider", "api_key_env", "template", "row_format", "column", "max_new_tokens", "concurrency", "cache_dir", "no_cache")
 _NORMALIZER_ARGS = ("min_frequency", "no_frequency_filter", "no_rule", "no_semantic", "no_association",
                     "embedding_model", "semantic_eps", "association_min_support")
 
@@ -218,16 +231,29 @@ def _audit_settings(audit: dict[str, Any], tagger_args: dict[str, Any]) -> dict[
 @main.command()
 @_dataset_options
 @_tagger_options
-@_output_option
-def tag(source: str | None, dataset: str | None, split: str | None, revision: str | None, output: Path,
-        **kwargs: Any) -> None:
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Where to write: a folder (save_to_disk), or a .parquet / .jsonl file (not with --dry-run).")
+@click.option("--dry-run", is_flag=True,
+              help="Count the requests the run would send (after the request cache) and their prompt tokens; "
+                   "send none, write nothing.")
+def tag(source: str | None, dataset: str | None, split: str | None, revision: str | None, output: Path | None,
+        dry_run: bool, **kwargs: Any) -> None:
     """Tag every user query with intention tags (adds instag_raw_tags, instag_error)."""
+    if (output is None) != dry_run:
+        raise click.UsageError("Give -o/--output to tag, or --dry-run to only count (not both).")
     tagger = _tagger(**kwargs)
-    tagged = pipeline.tag_dataset(_load(source, dataset, split, revision), tagger)
+    ds = _load(source, dataset, split, revision)
+    if dry_run:
+        click.echo(tagger.plan(ds).describe())
+        return
+    assert output is not None  # checked above
+    tagged = pipeline.tag_dataset(ds, tagger)
     sources.write_dataset(tagged, output)
     failed = sum(1 for error in tagged["instag_error"] if error)
-    click.echo(f"Tagged {len(tagged)} rows ({failed} with an instag_error; {tagger.stats.requests} requests, "
-               f"{tagger.stats.cache_hits} answers from cache) -> {output}")
+    s = tagger.stats
+    click.echo(f"Tagged {len(tagged)} rows ({failed} with an instag_error; {s.requests} requests, "
+               f"{s.cache_hits} answers from cache; {s.prompt_tokens} prompt tokens, "
+               f"{s.generated_tokens} generated tokens) -> {output}")
 
 
 @main.command()
@@ -410,8 +436,13 @@ def compare(dataset_a: str, dataset_b: str | None, split: str | None, column_a: 
               help="YAML file listing the targets (see the README for its format).")
 @click.option("--target", "only", multiple=True, help="Refresh only this repo (repeatable).")
 @click.option("--force", is_flag=True, help="Rebuild even when the source and settings are unchanged.")
-@click.option("--dry-run", is_flag=True, help="Say what would be rebuilt; tag and push nothing.")
-def refresh_command(config_path: Path, only: tuple[str, ...], force: bool, dry_run: bool) -> None:
+@click.option("--dry-run", is_flag=True,
+              help="Say what would be rebuilt, and how many requests and prompt tokens that takes; tag and push nothing.")
+@click.option("--api-key-env", default=None, metavar="NAME",
+              help="Name of the variable holding the endpoint's API key, for targets whose config names none "
+                   "(default: INSTAG_API_KEY).")
+def refresh_command(config_path: Path, only: tuple[str, ...], force: bool, dry_run: bool,
+                    api_key_env: str | None) -> None:
     """Rebuild Hub targets whose source changed, tagging only new queries (for CI).
 
     Exit codes: 0 every target updated, proposed or up to date; 1 a target failed (the
@@ -422,8 +453,8 @@ def refresh_command(config_path: Path, only: tuple[str, ...], force: bool, dry_r
     except ConfigurationError as error:
         raise _BadConfig(str(error)) from error
     try:
-        outcomes = refreshing.refresh(config, only=only or None, force=force, dry_run=dry_run)
-    except ConfigurationError as error:  # an unknown --target
+        outcomes = refreshing.refresh(config, only=only or None, force=force, dry_run=dry_run, api_key_env=api_key_env)
+    except ConfigurationError as error:  # an unknown --target or a bad --api-key-env
         raise _BadConfig(str(error)) from error
     for outcome in outcomes:
         click.echo(outcome.line())

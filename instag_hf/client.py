@@ -15,8 +15,10 @@ from typing import Any
 
 import aiohttp
 
+from instag_hf.auth import EndpointAuth
 from instag_hf.cache import RequestCache, request_key
-from instag_hf.endpoint import ServerInfo, build_request, dead_server_reason, post, read_reply
+from instag_hf.dialects import build_request, first_form, read_reply, read_usage, weaker_form
+from instag_hf.endpoint import ConnectorFactory, ServerInfo, dead_server_reason, new_session, post
 from instag_hf.errors import EndpointError
 from instag_hf.parsing import ParseResult, parse_tags
 from instag_hf.pool import EndpointPool
@@ -33,7 +35,12 @@ CHARS_PER_TOKEN = 3
 
 @dataclass
 class TaggingStats:
-    """Counters of one process, for progress bars, benchmarks and tests."""
+    """Counters of one process, for progress bars, benchmarks, tests and the card.
+
+    ``prompt_tokens`` and ``generated_tokens`` sum what the servers reported for every
+    answered request (OpenAI ``usage``, TGI's ``x-prompt-tokens``/``x-generated-tokens``
+    headers); ``unmetered`` counts answered requests whose server reported nothing.
+    """
 
     requests: int = 0
     retries: int = 0
@@ -41,7 +48,17 @@ class TaggingStats:
     answered: int = 0
     failed: int = 0
     reasked: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    unmetered: int = 0
     started: float = field(default_factory=time.monotonic)
+
+    def count_usage(self, usage: tuple[int, int] | None) -> None:
+        if usage is None:
+            self.unmetered += 1
+        else:
+            self.prompt_tokens += usage[0]
+            self.generated_tokens += usage[1]
 
 
 @dataclass(frozen=True)
@@ -65,13 +82,15 @@ class TaggingClient:
         parse_retries: int,
         fail_fast_seconds: float,
         cache: RequestCache | None,
-        headers: dict[str, str] | None,
+        auth: EndpointAuth,
         stats: TaggingStats,
         progress: TaggingProgress | None = None,
+        connector: ConnectorFactory | None = None,
+        forms: dict[str, str] | None = None,
     ) -> None:
         self.infos = infos
         self.template = template
-        self.params = {"max_new_tokens": max_new_tokens, "do_sample": False}
+        self.params = first_params(max_new_tokens)
         self.timeout = timeout
         self.retry = retry
         self.parse_retries = parse_retries
@@ -84,7 +103,13 @@ class TaggingClient:
         self._watch: asyncio.TimerHandle | None = None
         self._stopped: asyncio.Future[None] | None = None
         self.cache = cache
-        self.headers = headers
+        self.auth = auth
+        self.connector = connector
+        # Structured-output form per endpoint, weakened at most once (see _fall_back); the
+        # Tagger shares one dict with all its clients, so a later map does not ask again.
+        self._forms = forms if forms is not None else {}
+        for info in infos:
+            self._forms.setdefault(info.url, first_form(info.kind))
         self.stats = stats
         self.progress = progress
         self.pool = EndpointPool(infos, concurrency)
@@ -218,20 +243,29 @@ class TaggingClient:
             if self._fatal is not None:
                 raise self._fatal
             async with self.pool.slot() as slot:
-                path, body = build_request(slot.info, prompt, raw, params, TAGS_JSON_SCHEMA)
+                if self._fatal is not None:  # declared while this request waited for its slot
+                    raise self._fatal
+                info, form = slot.info, self._forms[slot.info.url]
+                path, body = build_request(info.kind, info.model_id, prompt, raw, params, TAGS_JSON_SCHEMA, form)
                 self.stats.requests += 1
                 sent_at = time.monotonic()
-                status, payload, retry_after, error = await post(
-                    session, slot.info.url + path, body, self.timeout, self.headers
+                status, payload, retry_after, error, token_headers = await post(
+                    session, info.url + path, body, self.timeout, self.auth.headers_for(info.url)
                 )
             if error is None:
                 text = read_reply(path, payload)
                 if text is not None:
+                    self.stats.count_usage(read_usage(payload, token_headers))
                     self.pool.succeeded(slot)
                     self._last_success = time.monotonic()
                     self._failures.clear()
                     return text, None
                 status, error = 502, "the response holds no generated text"
+            error = self.auth.scrub(error) or ""  # a server may echo the key it was sent
+            if status in (401, 403):
+                self._refused(info.url, path, status, error)
+            if self._fall_back(info.url, form, status, error):
+                continue
             if status == 429 or (status is None and error.startswith("timed out")):
                 self.pool.overloaded(slot, sent_at)
             elif status is None:
@@ -311,17 +345,43 @@ class TaggingClient:
     def _watch_every(self) -> float:
         return min(1.0, max(0.05, self.fail_fast_seconds / 10))
 
+    def _refused(self, url: str, path: str, status: int, error: str) -> None:
+        """A 401/403: no key will do better on a retry, so the whole map stops here."""
+        if self._fatal is None:
+            self._declare_dead(self.auth.refused(url, path, status, error))
+        assert self._fatal is not None
+        raise self._fatal
+
+    def _fall_back(self, url: str, form: str, status: int | None, error: str) -> bool:
+        """Whether to ask again at once with a weaker structured-output form.
+
+        Each endpoint falls back at most once: the form is replaced, never cycled, and a
+        request that raced the switch simply resends with the form now in place.
+        """
+        weaker = weaker_form(form, status, error)
+        if weaker is None:
+            return False
+        if self._forms[url] != form:
+            return True  # another request of this endpoint already fell back
+        self._forms[url] = weaker
+        logger.warning("%s refused the %s response format (HTTP %s: %s); using %s for this endpoint from now on",
+                       url, form, status, error[:200], weaker)
+        return True
+
     def _session_for_loop(self) -> aiohttp.ClientSession:
         if self._session is None:
-            # limit=0: the pool, not the connector, bounds what is in flight.
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector)
+            self._session = new_session(self.connector)
         return self._session
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def first_params(max_new_tokens: int) -> dict[str, Any]:
+    """Generation parameters of a query's first ask (part of its cache key): greedy."""
+    return {"max_new_tokens": max_new_tokens, "do_sample": False}
 
 
 def _max_query_chars(infos: list[ServerInfo], template: PromptTemplate, max_new_tokens: int) -> int | None:

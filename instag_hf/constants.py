@@ -3,7 +3,9 @@
 Values are read when asked for, never at import: a process that sets a variable before
 its first tagging call is honoured, and a bad value fails the command that uses it (with
 a one-line error naming the variable), not ``import instag_hf`` or ``instag --help``.
-Tokens are never read here: ``huggingface_hub`` resolves them itself.
+The Hugging Face token is never read here: ``huggingface_hub`` resolves it itself. An
+endpoint's API key is read here, only when a request is about to need it, and never kept
+by this module.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ ENV_EMBEDDING_MODEL = "INSTAG_EMBEDDING_MODEL"
 #: Seconds before one request to an endpoint is abandoned (and retried).
 ENV_REQUEST_TIMEOUT = "INSTAG_REQUEST_TIMEOUT"
 
+#: API key sent as ``Authorization: Bearer <key>`` to the tagging endpoints (vLLM
+#: ``--api-key``, a hosted OpenAI-compatible API, an Inference Endpoint).
+ENV_API_KEY = "INSTAG_API_KEY"
+#: Base URL of Hugging Face's Inference Providers router (``Tagger(provider=...)``).
+ENV_ROUTER_URL = "INSTAG_ROUTER_URL"
+
 DEFAULT_REQUEST_TIMEOUT = 120.0
+DEFAULT_ROUTER_URL = "https://router.huggingface.co/v1"
 _FALSE = {"0", "false", "no", "off"}
 
 
@@ -97,3 +106,15 @@ def request_timeout() -> float:
     """
     raw = os.environ.get(ENV_REQUEST_TIMEOUT, "").strip()
     return check_timeout(raw, ENV_REQUEST_TIMEOUT) if raw else DEFAULT_REQUEST_TIMEOUT
+
+
+
+def api_key(variable: str | None = None) -> str | None:
+    """The API key in ``variable`` (default ``INSTAG_API_KEY``), None when unset or blank."""
+    value = os.environ.get(variable or ENV_API_KEY, "").strip()
+    return value or None
+
+
+def router_url() -> str:
+    """Base URL of the Inference Providers router (``INSTAG_ROUTER_URL`` overrides it, for tests)."""
+    return (os.environ.get(ENV_ROUTER_URL) or DEFAULT_ROUTER_URL).strip().rstrip("/")

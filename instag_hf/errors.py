@@ -50,6 +50,13 @@ class EndpointError(InstagError, ConnectionError):
     """The tagging endpoint cannot be used (unreachable, or failing for every request)."""
 
 
+class AuthenticationError(EndpointError, PermissionError):
+    """An endpoint refused the key it was sent (HTTP 401/403), or was sent none.
+
+    The message names the endpoint and where the key was read from; it never holds the key.
+    """
+
+
 class ParseError(InstagError, ValueError):
     """A model answer holds no tag that could be recovered."""
 
@@ -88,6 +95,7 @@ class RefreshError(InstagError, RuntimeError):
 
 __all__ = [
     "AgreementError",
+    "AuthenticationError",
     "CacheError",
     "CardError",
     "ConfigurationError",

@@ -49,6 +49,7 @@ class ChainResult:
         notes: Anything worth telling the user (rows that failed tagging, a short subset).
         tagger: The Tagger that tagged the pool (``None`` when the pool came tagged).
         audit: The sampled audit of the pool's tags by a second tagger, when one was asked for.
+        prompt_tokens, generated_tokens: Tokens the servers reported for this run's requests.
     """
 
     pool: Dataset
@@ -60,6 +61,8 @@ class ChainResult:
     cache_hits: int = 0
     notes: list[str] = field(default_factory=list)
     tagger: Tagger | None = None
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
     audit: Audit | None = None
 
     def summary(self) -> str:
@@ -67,7 +70,8 @@ class ChainResult:
         pool, sub = self.pool_stats, self.subset_stats
         lines = [
             (f"pool: {pool.rows} rows, {pool.unique_tags} tags, {pool.mean_tags:.2f} tags/row "
-             f"(tagging requests sent: {self.requests}, answered from cache: {self.cache_hits})"),
+             f"(tagging requests sent: {self.requests}, answered from cache: {self.cache_hits}; "
+             f"{self.prompt_tokens} prompt tokens, {self.generated_tokens} generated tokens)"),
             (f"subset: {sub.rows} rows, {sub.unique_tags} tags ({sub.coverage:.1%} of the pool's), "
              f"{sub.mean_tags:.2f} tags/row"),
         ]
@@ -174,12 +178,14 @@ def run_chain(
     if audit_tagger is not None:  # a wrong audit setting or endpoint fails now, not after the pool is tagged
         check_sample(audit_rows, audit_seed)
         served_model(audit_tagger, audit_model)
+    counters = ("requests", "cache_hits", "prompt_tokens", "generated_tokens")
     if tagger is not None:
-        before = (tagger.stats.requests, tagger.stats.cache_hits)
+        before = [getattr(tagger.stats, name) for name in counters]
         ds = tag_dataset(ds, tagger, **dict(tag_options or {}))
-        requests, cache_hits = tagger.stats.requests - before[0], tagger.stats.cache_hits - before[1]
+        spent = [getattr(tagger.stats, name) - was for name, was in zip(counters, before)]
     else:
-        requests = cache_hits = 0
+        spent = [0] * len(counters)
+    requests, cache_hits, prompt_tokens, generated_tokens = spent
     notes = _tagging_notes(ds)
     pool = normalize_dataset(ds, normalizer)
     pool_stats = analyze(pool)
@@ -193,7 +199,8 @@ def run_chain(
     if audit_tagger is not None:
         report = audit(pool, audit_tagger, rows=audit_rows, seed=audit_seed, pool_tagger=tagger, model=audit_model,
                        embedding_model=normalizer.config.embedding_model)  # fmt: skip
-    return ChainResult(pool, subset, normalizer, pool_stats, subset_stats, requests, cache_hits, notes, tagger, report)
+    return ChainResult(pool, subset, normalizer, pool_stats, subset_stats, requests, cache_hits, notes, tagger,
+                       prompt_tokens, generated_tokens, report)
 
 
 def publish(

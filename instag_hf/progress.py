@@ -1,4 +1,4 @@
-"""Live progress of tagging: queries/s, requests in flight, retries, errors.
+"""Live progress of tagging: queries/s, requests in flight, retries, errors, tokens.
 
 The bar counts user queries as their answers arrive (from the endpoint or the cache), not
 rows as batches finish: with ``atag`` many batches are in flight at once and each finishes
@@ -46,7 +46,7 @@ class TaggingProgress:
         s = self.stats
         self.bar.set_postfix(
             in_flight=in_flight, requests=s.requests, cached=s.cache_hits, retries=s.retries, errors=s.failed,
-            refresh=refresh,
+            prompt_tok=s.prompt_tokens, gen_tok=s.generated_tokens, refresh=refresh,
         )
 
     def close(self) -> None:

@@ -17,6 +17,10 @@ config file (format in :mod:`instag_hf._refresh_config`). For each target:
    the subset, card, normalizer, state and tag store go to the repo in one commit, or
    one pull request.
 
+A dry run goes as far as step 3 without tagging: it reads the source and the stored tags
+and says how many rows would be tagged, and how many requests and prompt tokens that takes
+after the request cache (the endpoint is asked what it serves, nothing more).
+
 Both files live at the root of the target repo, next to the data and the card, so the
 state travels with what it describes and needs no storage of its own.
 """
@@ -27,14 +31,14 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
 
 from instag_hf import _reuse, constants
 from instag_hf._refresh_config import RefreshConfig, TargetConfig, load_config
-from instag_hf.endpoint import detect_server
+from instag_hf.auth import check_env_name
 from instag_hf.errors import ConfigurationError, HubError, InstagError
 from instag_hf.hub import TransportError, hub_bars_follow_datasets, unreachable_hub
 from instag_hf.pipeline import publish, run_chain
@@ -69,6 +73,7 @@ class TargetOutcome:
         rows_reused: Rows whose tags came from the target's tag store.
         rows_tagged: Rows sent to the tagger.
         requests: Requests sent to the tagging endpoint.
+        prompt_tokens, generated_tokens: Tokens the endpoint reported for them.
         subset_rows: Rows in the published subset.
         url: Commit or pull request URL.
         message: Why it failed, or a note.
@@ -81,6 +86,8 @@ class TargetOutcome:
     rows_reused: int = 0
     rows_tagged: int = 0
     requests: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
     subset_rows: int = 0
     url: str | None = None
     message: str = ""
@@ -97,7 +104,8 @@ class TargetOutcome:
         if self.status in (UPDATED, PR_OPENED):
             return (
                 f"{head} from source {_short(self.source_revision)}: {self.rows} rows "
-                f"({self.rows_tagged} new, {self.rows_reused} reused), {self.requests} requests sent, "
+                f"({self.rows_tagged} new, {self.rows_reused} reused), {self.requests} requests sent "
+                f"({self.prompt_tokens} prompt + {self.generated_tokens} generated tokens), "
                 f"{self.subset_rows} rows selected -> {self.url}"
             )
         return f"{head} (source {_short(self.source_revision)}){': ' + self.message if self.message else ''}"
@@ -109,6 +117,7 @@ def refresh(
     only: Sequence[str] | None = None,
     force: bool = False,
     dry_run: bool = False,
+    api_key_env: str | None = None,
 ) -> list[TargetOutcome]:
     """Refresh every target of ``config``; a failing target does not stop the others.
 
@@ -117,6 +126,8 @@ def refresh(
         only: Repo ids to refresh (default: all targets).
         force: Rebuild even when the source and settings are unchanged.
         dry_run: Decide, but tag and push nothing.
+        api_key_env: Name of the variable holding the endpoint's key, for targets whose
+            config names none (``instag refresh --api-key-env NAME``).
 
     Returns:
         One :class:`TargetOutcome` per target, in config order. Whatever goes wrong inside
@@ -134,7 +145,9 @@ def refresh(
     """
     if not isinstance(config, RefreshConfig):
         config = load_config(config)
-    targets = list(config.targets)
+    check_env_name(api_key_env)
+    targets = [t if t.api_key_env or not api_key_env else replace(t, api_key_env=api_key_env)
+               for t in config.targets]
     if only:
         unknown = sorted(set(only) - {t.repo for t in targets})
         if unknown:
@@ -177,19 +190,23 @@ def refresh_target(target: TargetConfig, *, force: bool = False, dry_run: bool =
             outcome.status = UP_TO_DATE if ref == "main" else PR_PENDING
             outcome.message = "" if ref == "main" else f"already proposed in {ref}"
             return outcome
-    if dry_run:
-        outcome.status, outcome.message = WOULD_UPDATE, "dry run: nothing tagged or pushed"
-        return outcome
-
     is_hub = not is_local(src.id)
     ds = load_source(src.id, split=src.split, revision=revision if is_hub else None)
-    tagger = Tagger(target.endpoint, template=target.template, format=src.format, column=src.column,
+    tagger = Tagger(target.endpoint, model=target.model, server=target.server, provider=target.provider,
+                    api_key_env=target.api_key_env, template=target.template, format=src.format, column=src.column,
                     max_new_tokens=target.max_new_tokens)
     identity = _tagger_identity(tagger)
     store = _reuse.merge_stores(
         _read_store(target.repo, state["commit"]) for _, state in states if state.get("tagger") == identity
     )
     keys = _reuse.row_keys(ds, src.format, src.column)
+    if dry_run:
+        new_rows = _reuse.rows_to_tag(store, keys)
+        plan = tagger.plan(ds.select(new_rows))
+        outcome.status, outcome.rows = WOULD_UPDATE, len(ds)
+        outcome.message = (f"dry run: would tag {len(new_rows)} of {len(ds)} rows ({plan.to_send} requests after the "
+                           f"request cache, ~{plan.prompt_tokens} prompt tokens); nothing tagged or pushed")
+        return outcome
     pool, reused, tagged = _reuse.tag_reusing(ds, tagger, store, keys)
     result = run_chain(
         pool, target.n, normalizer=target.normalizer, strategy=target.strategy, seed=target.seed,
@@ -214,6 +231,7 @@ def refresh_target(target: TargetConfig, *, force: bool = False, dry_run: bool =
     outcome.status = PR_OPENED if target.create_pr else UPDATED
     outcome.rows, outcome.rows_reused, outcome.rows_tagged = len(pool), reused, tagged
     outcome.requests = tagger.stats.requests
+    outcome.prompt_tokens, outcome.generated_tokens = tagger.stats.prompt_tokens, tagger.stats.generated_tokens
     outcome.subset_rows, outcome.url = len(result.subset), url
     outcome.message = "; ".join(result.notes)
     return outcome
@@ -221,9 +239,9 @@ def refresh_target(target: TargetConfig, *, force: bool = False, dry_run: bool =
 
 def _tagger_identity(tagger: Tagger) -> dict[str, Any]:
     # What makes stored tags valid for this run: the model behind the endpoints and the
-    # prompt, not the endpoints' addresses. With no endpoint configured, nothing matches
-    # and the Tagger itself says how to configure one.
-    models = sorted({detect_server(url, timeout=30.0).identity for url in tagger.endpoints})
+    # prompt, not the endpoints' addresses. Asked with the Tagger's own keys, so a
+    # protected endpoint answers; with no endpoint configured, the error says how to set one.
+    models = sorted({info.identity for info in tagger.servers()})
     return {"models": models, "template": tagger.template.sha256, "max_new_tokens": tagger.max_new_tokens}
 
 

@@ -26,7 +26,8 @@ import threading
 import warnings
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from instag_hf import constants
 from instag_hf._batch import (  # noqa: F401  (the column contract)
@@ -40,10 +41,12 @@ from instag_hf._batch import (  # noqa: F401  (the column contract)
     with_columns,
 )
 from instag_hf._runtime import Runtime, close_client
+from instag_hf.auth import EndpointAuth, base_url, check_env_name
 from instag_hf.cache import RequestCache
 from instag_hf.client import Answer, TaggingClient, TaggingStats
-from instag_hf.endpoint import ServerInfo, detect_server
-from instag_hf.errors import ConfigurationError, EndpointError, InstagError, NoEndpointError
+from instag_hf.dialects import SERVER_KINDS
+from instag_hf.endpoint import ConnectorFactory, ServerInfo, detect_servers
+from instag_hf.errors import AuthenticationError, ConfigurationError, EndpointError, InstagError, NoEndpointError
 from instag_hf.formats import (
     FORMAT_NAMES,
     RowFormat,
@@ -55,6 +58,11 @@ from instag_hf.progress import TaggingProgress
 from instag_hf.prompts import MAX_NEW_TOKENS, PromptTemplate, get_template
 from instag_hf.retry import RetryPolicy
 
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+    from instag_hf._dry_run import TaggingPlan
+
 logger = logging.getLogger(__name__)
 
 _NO_ENDPOINT = (
@@ -64,11 +72,25 @@ _NO_ENDPOINT = (
 
 
 class Tagger:
-    """A batched map function that tags user queries through TGI or an OpenAI-compatible server.
+    """A batched map function that tags user queries through TGI, vLLM, SGLang, llama.cpp,
+    an OpenAI-compatible API or Hugging Face Inference Providers.
 
     Args:
-        endpoint: URL of the server, or several (a list or a comma-separated string) to
-            spread the load over. None reads ``INSTAG_ENDPOINT`` when tagging starts.
+        endpoint: Base URL of the server (a trailing ``/v1`` is fine), or several (a list or
+            a comma-separated string) to spread the load over. None reads
+            ``INSTAG_ENDPOINT`` when tagging starts.
+        model: The model to ask, for a server that lists several (``GET /v1/models``); a
+            server with one model needs none. Part of the cache identity.
+        server: Force the server kind (``"tgi"``, ``"vllm"``, ``"sglang"``, ``"openai"``,
+            ``"llamacpp"``) and so its structured-output form; detected by default.
+        provider: Tag through Hugging Face Inference Providers: ``"auto"`` lets the router
+            choose, or a provider name (``"together"``, ...). Needs ``model``; the endpoint
+            is the router (``INSTAG_ROUTER_URL`` overrides its URL) and the key your Hub token.
+        api_key: Key sent as ``Authorization: Bearer`` to every endpoint. It stays in this
+            process: ``num_proc`` workers need ``api_key_env`` or ``INSTAG_API_KEY``.
+        api_key_env: Name of the environment variable holding the key (read when tagging
+            starts, in every worker). Default: ``INSTAG_API_KEY`` if set. Without any key,
+            your Hugging Face token goes to Hugging Face's inference hosts only.
         template: ``"paper"`` (default, the paper's prompt byte-exact), ``"instagger"``
             (InsTagger's Vicuna prompt), a custom text with ``{query}``, or a
             :class:`~instag_hf.prompts.PromptTemplate`.
@@ -99,9 +121,14 @@ class Tagger:
         cache: True (default, unless ``INSTAG_CACHE=0``) keeps every answer in the on-disk
             request cache, a folder path puts the cache there, False turns it off.
         progress: Show a progress bar; None follows ``datasets``' progress-bar switch.
-        headers: Extra HTTP headers for every request (say, ``Authorization`` for a
-            protected endpoint). They are secrets: never hashed, pickled or logged, so
-            ``num_proc`` workers do not get them either.
+        headers: Extra HTTP headers for every request. They may be secrets: never hashed,
+            pickled or logged, so ``num_proc`` workers do not get them either.
+        connector: A zero-argument callable returning the ``aiohttp`` connector of each
+            session (one per event loop, detection included): a custom DNS resolver
+            (``aiohttp.TCPConnector(resolver=...)``), a private CA (``ssl=...``), a proxy.
+            Default ``aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)``; keep ``limit=0``,
+            the endpoint pool bounds concurrency. Must pickle for ``num_proc``
+            (a module-level function or a ``functools.partial`` of one).
 
     Example:
         >>> tagger = Tagger("http://127.0.0.1:8080")  # doctest: +SKIP
@@ -112,6 +139,11 @@ class Tagger:
         self,
         endpoint: str | Sequence[str] | None = None,
         *,
+        model: str | None = None,
+        server: str | None = None,
+        provider: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
         template: str | PromptTemplate = "paper",
         format: str | None = None,
         column: str | None = None,
@@ -126,9 +158,22 @@ class Tagger:
         cache: bool | str | os.PathLike[str] = True,
         progress: bool | None = None,
         headers: Mapping[str, str] | None = None,
+        connector: ConnectorFactory | None = None,
     ) -> None:
         # Nothing here reads the environment: the ready-made ``tag`` is built at import.
         self._endpoints = _parse_endpoints(endpoint)
+        _check_model_choice(self._endpoints, model, server, provider)
+        check_env_name(api_key_env)
+        if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
+            raise ConfigurationError("api_key must be a non-empty string (or None to read it from the environment)")
+        if api_key is not None and api_key_env is not None:
+            raise ConfigurationError("Give the key once: api_key=... or api_key_env=NAME, not both")
+        if connector is not None and not callable(connector):
+            raise ConfigurationError("connector must be a callable that returns an aiohttp connector")
+        self.model, self.server, self.provider = model, server, provider
+        self._api_key = api_key.strip() if api_key else None
+        self.api_key_env = api_key_env
+        self.connector = connector
         self.template = get_template(template)
         self.format, self.column = format, column
         if format is not None and format not in FORMAT_NAMES:
@@ -166,12 +211,22 @@ class Tagger:
 
     @property
     def endpoints(self) -> tuple[str, ...]:
-        """The endpoints in use: the configured ones, else those in ``INSTAG_ENDPOINT``.
+        """The endpoints in use: the router for a provider, the configured ones, else those in
+        ``INSTAG_ENDPOINT``.
 
         Raises:
             ConfigurationError: ``INSTAG_ENDPOINT`` holds something that is not an http(s) URL.
         """
-        return self._endpoints or constants.endpoints_from_env()
+        if self.provider is not None:
+            return (base_url(constants.router_url()),)
+        return self._endpoints or _parse_endpoints(constants.endpoints_from_env() or None)
+
+    @property
+    def request_model(self) -> str | None:
+        """The model id sent to the server: ``model``, with ``:provider`` for a named provider."""
+        if self.model is None or self.provider in (None, "auto"):
+            return self.model
+        return f"{self.model}:{self.provider}"
 
     @property
     def timeout(self) -> float:
@@ -213,6 +268,9 @@ class Tagger:
         # hashes into the map's fingerprint and what num_proc workers receive.
         return {
             **self._served_by(),
+            "model": self.model,
+            "server": self.server,
+            "provider": self.provider,
             "template": {"name": self.template.name, "text": self.template.text, "kind": self.template.kind},
             "format": self.format,
             "column": self.column,
@@ -232,7 +290,11 @@ class Tagger:
             endpoints = self.endpoints
             if not endpoints:
                 return {"endpoints": []}
-            infos = _detect_all(endpoints, self.timeout, self._headers, warn=False)
+            found = detect_servers(
+                endpoints, self._auth(endpoints), timeout=min(self.timeout, 30.0), server=self.server,
+                model=self.request_model, router=self.provider is not None, connector=self.connector,
+            )
+            infos = _usable(found, warn=False)
         except InstagError as error:
             # Nothing to name: a fingerprint no map has had, so nothing is reused; the map's
             # first batch raises the error itself, with the same message.
@@ -247,7 +309,8 @@ class Tagger:
                 missing = sorted(set(endpoints) - {info.url for info in infos})
                 if missing:
                     logger.warning("Tagging endpoint(s) %s do not answer; left out of this run.", ", ".join(missing))
-        return {"endpoints": list(endpoints), "servers": sorted({info.identity for info in infos})}
+        named = list(endpoints) if self.provider is None else []  # the router: named by provider
+        return {"endpoints": named, "servers": sorted({info.identity for info in infos})}
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -258,12 +321,20 @@ class Tagger:
             "fail_fast_seconds": self.fail_fast_seconds,
             "cache": self.cache_setting,
             "progress": self.progress,
+            # A variable's name, never a key: a key given in Python never leaves this process.
+            "api_key_env": self.api_key_env,
+            "connector": self.connector,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         template = PromptTemplate(**state["template"])
         self.__init__(  # type: ignore[misc]
             state["endpoints"] or None,
+            model=state["model"],
+            server=state["server"],
+            provider=state["provider"],
+            api_key_env=state["api_key_env"],
+            connector=state["connector"],
             template=template,
             format=state["format"],
             column=state["column"],
@@ -279,8 +350,14 @@ class Tagger:
         )
 
     def __repr__(self) -> str:
-        where = ",".join(self._endpoints) if self._endpoints else "$INSTAG_ENDPOINT"
-        return f"Tagger(endpoint={where!r}, template={self.template.name!r})"
+        # Never the key: a repr ends up in logs, tracebacks and datasets' fingerprint warnings.
+        if self.provider is not None:
+            where = f"provider={self.provider!r}"
+        else:
+            where = f"endpoint={','.join(self._endpoints) if self._endpoints else '$INSTAG_ENDPOINT'!r}"
+        extra = "".join(f", {name}={value!r}" for name, value in (("model", self.model), ("server", self.server))
+                        if value is not None)
+        return f"Tagger({where}{extra}, template={self.template.name!r})"
 
     # -- runtime (per process, never pickled) ------------------------------------------
 
@@ -295,6 +372,8 @@ class Tagger:
         # the finalizer holds the runtime, not the Tagger, so a dropped Tagger can go.
         self._finalizer = weakref.finalize(self, self._runtime.close)
         self._infos: dict[tuple[str, ...], list[ServerInfo]] = {}
+        self._auths: dict[tuple[str, ...], EndpointAuth] = {}
+        self._forms: dict[str, str] = {}  # structured-output form per endpoint URL
         self._formats: dict[tuple[str, ...], RowFormat] = {}
         self._stats = TaggingStats()
         self._lock = threading.Lock()
@@ -303,13 +382,54 @@ class Tagger:
         if self._pid != os.getpid():  # forked: sockets, threads and loops stay behind
             self._reset_runtime()
 
+    def _auth(self, endpoints: tuple[str, ...]) -> EndpointAuth:
+        # Keys are read when first needed, once per process, and live only in the runtime.
+        with self._lock:
+            if endpoints not in self._auths:
+                self._auths[endpoints] = EndpointAuth(
+                    endpoints, api_key=self._api_key, api_key_env=self.api_key_env, headers=self._headers,
+                )
+            return self._auths[endpoints]
+
     def _server_infos(self, endpoints: tuple[str, ...]) -> list[ServerInfo]:
         # Detected once per process, and again whenever the Tagger is hashed (_served_by);
         # keyed by endpoints since INSTAG_ENDPOINT may change.
+        auth = self._auth(endpoints)
         with self._lock:
             if endpoints not in self._infos:
-                self._infos[endpoints] = _detect_all(endpoints, self.timeout, self._headers)
+                found = detect_servers(
+                    endpoints, auth, timeout=min(self.timeout, 30.0), server=self.server, model=self.request_model,
+                    router=self.provider is not None, connector=self.connector,
+                )
+                self._infos[endpoints] = _usable(found)
             return self._infos[endpoints]
+
+    def servers(self) -> list[ServerInfo]:
+        """What the endpoints said about themselves: kind, model, limits (asked once per process).
+
+        Raises:
+            NoEndpointError: No endpoint is configured.
+            EndpointError: No endpoint answers (``AuthenticationError`` when one refuses the key).
+            ConfigurationError: The model cannot be chosen, or the endpoints serve different models.
+        """
+        endpoints = self.endpoints
+        if not endpoints:
+            raise NoEndpointError(_NO_ENDPOINT)
+        return self._server_infos(endpoints)
+
+    def plan(self, ds: Dataset, *, batch_size: int = 1000) -> TaggingPlan:
+        """What tagging ``ds`` would send, without sending it (``instag tag --dry-run``).
+
+        Reads the queries, asks the endpoints what they serve (``GET /info`` or
+        ``/v1/models``, no generation) and looks every query up in the request cache.
+
+        Raises:
+            FormatError: No column to read queries from.
+            EndpointError, ConfigurationError: As :meth:`servers`.
+        """
+        from instag_hf._dry_run import plan
+
+        return plan(self, ds, batch_size=batch_size)
 
     def _client(self, endpoints: tuple[str, ...]) -> TaggingClient:
         loop = asyncio.get_running_loop()
@@ -324,9 +444,7 @@ class Tagger:
             close_client(loop, entry[1])
             del self._runtime.clients[(id(loop), endpoints)]
         self._close_idle_clients()
-        cache = None
-        if self.cache_setting is not False and constants.cache_enabled():
-            cache = RequestCache(None if self.cache_setting is True else self.cache_setting)
+        cache = self._request_cache()
         client = TaggingClient(
             infos,
             self.template,
@@ -337,12 +455,19 @@ class Tagger:
             parse_retries=self.parse_retries,
             fail_fast_seconds=self.fail_fast_seconds,
             cache=cache,
-            headers=self._headers,
+            auth=self._auth(endpoints),
             stats=self._stats,
             progress=self._progress_bar(),
+            connector=self.connector,
+            forms=self._forms,
         )
         self._runtime.clients[(id(loop), endpoints)] = (loop, client)
         return client
+
+    def _request_cache(self) -> RequestCache | None:
+        if self.cache_setting is False or not constants.cache_enabled():
+            return None
+        return RequestCache(None if self.cache_setting is True else self.cache_setting)
 
     def _close_idle_clients(self) -> None:
         # datasets makes a new event loop per map call and leaves the old one idle.
@@ -419,29 +544,55 @@ class Tagger:
 def _parse_endpoints(endpoint: str | Sequence[str] | None) -> tuple[str, ...]:
     if endpoint is None:
         return ()
-    return constants.parse_endpoints(endpoint if isinstance(endpoint, str) else [str(e) for e in endpoint])
+    urls = tuple(base_url(url) for url in constants.parse_endpoints(
+        endpoint if isinstance(endpoint, str) else [str(e) for e in endpoint]))
+    for url in urls:
+        if "@" in urlsplit(url).netloc:  # the URL would be hashed, pickled and logged
+            raise ConfigurationError("An endpoint URL must not carry credentials (user:key@host): "
+                                     "pass the key with api_key_env=NAME or INSTAG_API_KEY")
+    return urls
 
 
 def _identities(infos: Sequence[ServerInfo]) -> set[str]:
-    # One model behind every answering endpoint (_detect_all checks): an endpoint that is
+    # One model behind every answering endpoint (_usable checks): an endpoint that is
     # down when asked leaves the set as it was.
     return {info.identity for info in infos}
 
 
-def _detect_all(
-    urls: Sequence[str], timeout: float, headers: dict[str, str] | None, *, warn: bool = True
-) -> list[ServerInfo]:
+def _check_model_choice(endpoints: tuple[str, ...], model: str | None, server: str | None,
+                        provider: str | None) -> None:
+    for name, value in (("model", model), ("provider", provider)):
+        if value is not None and (not isinstance(value, str) or not value.strip() or value != value.strip()):
+            raise ConfigurationError(f"{name} must be a non-empty string without surrounding spaces, got {value!r}")
+    if server is not None and server not in SERVER_KINDS:
+        raise ConfigurationError(f"Unknown server kind {server!r}: use one of {', '.join(SERVER_KINDS)}")
+    if provider is None:
+        return
+    if model is None:
+        raise ConfigurationError("provider needs a model: Tagger(model='meta-llama/Llama-3.1-8B-Instruct', "
+                                 "provider='auto') / --model ... --provider auto")
+    if endpoints:
+        raise ConfigurationError("provider sends every request through the Inference Providers router: "
+                                 "drop the endpoint (INSTAG_ROUTER_URL moves the router)")
+    if provider != "auto" and ":" in model:
+        raise ConfigurationError(f"model {model!r} already names a provider or policy after ':'; "
+                                 "drop it or use provider='auto'")
+
+
+def _usable(found: list[ServerInfo | EndpointError], *, warn: bool = True) -> list[ServerInfo]:
     infos, failures = [], []
-    for url in urls:
-        try:
-            infos.append(detect_server(url, timeout=min(timeout, 30.0), headers=headers))
-        except EndpointError as error:
-            failures.append(str(error))
+    for outcome in found:
+        if isinstance(outcome, AuthenticationError):
+            raise outcome  # a refused key is no outage: leaving the endpoint out would hide it
+        if isinstance(outcome, EndpointError):
+            failures.append(str(outcome))
+        else:
+            infos.append(outcome)
     if not infos:
         raise EndpointError(" ".join(failures))
     for failure in failures:
         logger.log(logging.WARNING if warn else logging.DEBUG, "%s It is left out of this run.", failure)
-    models = {info.model_id for info in infos}
+    models = {info.model_name for info in infos}
     if len(models) > 1:
         raise ConfigurationError(
             f"The endpoints serve different models ({sorted(models)}): tags from different models "

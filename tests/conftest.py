@@ -10,6 +10,7 @@ feature.
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -44,6 +45,19 @@ def tgi(tgi_server):
     """The shared TGI-protocol server with default knobs and empty statistics."""
     tgi_server.reset(knobs=True)
     yield tgi_server
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+    """(certfile, keyfile): a self-signed certificate for 127.0.0.1 and the test host names
+    (``*.endpoints.huggingface.cloud``, ``other-host.example``), made with the openssl CLI."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    names = "DNS:*.endpoints.huggingface.cloud,DNS:other-host.example,DNS:localhost,IP:127.0.0.1"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                    "/CN=instag-test", "-addext", f"subjectAltName={names}", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return str(cert), str(key)
 
 
 @pytest.fixture

@@ -57,3 +57,16 @@ def test_the_example_workflow_calls_the_ci_entry_point():
     assert "scripts/refresh.py --config" in runs
     env = {k: v for step in steps for k, v in (step.get("env") or {}).items()}
     assert "secrets.HF_TOKEN" in env["HF_TOKEN"] and "secrets.INSTAG_ENDPOINT" in env["INSTAG_ENDPOINT"]
+    assert "secrets.INSTAG_API_KEY" in env["INSTAG_API_KEY"]  # a protected endpoint works from CI
+
+
+def test_the_endpoints_table_names_every_server_kind():
+    from instag_hf.dialects import SERVER_KINDS
+
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Endpoints", 1)[1]
+    table = section[section.index("| server kind"):].split("\n\n", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    assert {row.split("`")[1] for row in rows} == set(SERVER_KINDS)
+    assert "Inference Providers" in table and "INSTAG_ROUTER_URL" in table
+    assert all(row.count("|") == 5 for row in table.splitlines())  # kind, detection, form, authentication

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from click.testing import CliRunner
 from instag_hf.cli import EXIT_BAD_CONFIG, EXIT_FAILED, main
 from instag_hf.refresh import STATE_FILE, TAGS_FILE
 from tests.conftest import REPO_ROOT
+from tests.servers.tgi_server import start_tgi_server
 from tests.test_cli import assert_one_line_error, make_rows, write_jsonl
 
 NORMALIZER = {"min_frequency": 2, "semantic_aggregation": False}
@@ -272,3 +274,68 @@ def test_a_bad_environment_exits_2_before_any_work(tmp_path, monkeypatch, variab
     result = refresh(config)
     assert result.exit_code == EXIT_BAD_CONFIG
     assert_one_line_error(result, variable, value)
+
+
+def test_refresh_with_api_key_env_against_a_protected_server(hub_client, tmp_path, fresh_request_cache, monkeypatch,
+                                                             caplog):
+    key = "sk-refresh-secret-3141592653"
+    monkeypatch.setenv("REFRESH_KEY", key)
+    caplog.set_level(logging.DEBUG)
+    with start_tgi_server(personality="openai", api_key=key, models=["org/small", "org/large"]) as server:
+        pool = write_jsonl(tmp_path / "pool.jsonl", make_rows(20, seed=5))
+        config = write_config(tmp_path / "refresh.yaml", [{"repo": "alice/refresh-guarded", "source": str(pool)}],
+                              n=4, endpoint=server.url, api_key_env="REFRESH_KEY", model="org/large",
+                              normalizer=NORMALIZER)
+        result = refresh(config)
+        assert result.exit_code == 0, result.output
+        assert "alice/refresh-guarded: updated" in result.output and "generated tokens)" in result.output
+        stats = server.stats()
+        assert stats["refused"] == 0 and stats["statuses"] == {"200": 20}
+        card = hub_client.files("alice/refresh-guarded")["README.md"].decode()
+        assert "**Tagging cost:** 20 queries" in card and "model `org/large` on server kind `vllm`" in card
+        assert "instag_hf.Tagger(template='paper', model='org/large')" in card and " --model org/large " in card
+
+        write_jsonl(pool, make_rows(22, seed=5))
+        server.reset()
+        result = refresh(config, "--dry-run")
+        assert result.exit_code == 0, result.output
+        assert "would-update" in result.output and "would tag 2 of 22 rows (2 requests after the request cache" \
+            in result.output
+        assert server.stats()["requests"] == 0  # a dry run sends nothing
+
+        # the variable can be named on the command line instead of in the config
+        monkeypatch.setenv("OTHER_KEY", key)
+        no_name = write_config(tmp_path / "no-name.yaml", [{"repo": "alice/refresh-guarded", "source": str(pool)}],
+                               n=4, endpoint=server.url, model="org/large", normalizer=NORMALIZER)
+        result = refresh(no_name, "--dry-run", "--api-key-env", "OTHER_KEY")
+        assert result.exit_code == 0 and "would tag 2 of 22 rows" in result.output, result.output
+        pasted = refresh(no_name, "--dry-run", "--api-key-env", key)  # the key itself, pasted by mistake
+        assert pasted.exit_code == EXIT_BAD_CONFIG and "NAME of an environment variable" in pasted.output
+        assert key not in pasted.output
+
+        monkeypatch.delenv("REFRESH_KEY")  # the CI secret went missing: the target fails, saying which
+        result = refresh(config)
+        assert result.exit_code == EXIT_FAILED
+        assert "alice/refresh-guarded: failed: The API key variable $REFRESH_KEY" in result.output
+        assert server.stats()["requests"] == 0
+
+    assert key not in result.output and key not in caplog.text
+    assert not [p for p in (*tmp_path.rglob("*"), *hub_client.storage_dir.rglob("*"))
+                if p.is_file() and key.encode() in p.read_bytes()]
+
+
+def test_refresh_through_inference_providers(hub_client, tmp_path, fresh_request_cache, monkeypatch):
+    model = "meta-llama/Llama-3.1-8B-Instruct"
+    # hub_client logged in as alice: the same token opens the (loopback) router
+    with start_tgi_server(personality="openai", models=[model, "org/other"], owned_by="meta-llama",
+                          api_key="hf_test_writer") as router:
+        monkeypatch.setenv("INSTAG_ROUTER_URL", router.url + "/v1")
+        pool = write_jsonl(tmp_path / "pool.jsonl", make_rows(12, seed=6))
+        config = write_config(tmp_path / "refresh.yaml", [{"repo": "alice/refresh-provider", "source": str(pool)}],
+                              n=3, provider="auto", model=model, normalizer=NORMALIZER)
+        result = refresh(config)
+        assert result.exit_code == 0, result.output
+        assert "alice/refresh-provider: updated" in result.output and "12 requests sent" in result.output
+        assert all(set(counts) == {"auth"} for counts in router.stats()["hosts"].values())
+        card = hub_client.files("alice/refresh-provider")["README.md"].decode()
+        assert f"model `{model}` on server kind `openai`" in card and "--provider auto" in card

@@ -1,4 +1,5 @@
-"""A loopback server that speaks TGI's HTTP API, for tests and benchmarks.
+"""A loopback server that speaks TGI's HTTP API -- or, as ``personality="openai"``, the
+OpenAI chat-completions API as vLLM and OpenAI serve it -- for tests and benchmarks.
 
 Real TGI only ships as a GPU container; this server answers the same routes, bodies,
 status codes and error bodies as ``tgi_openapi.json`` (TGI's own OpenAPI document, copied
@@ -27,6 +28,22 @@ Behaviour copied from TGI:
   as TGI does. ``details`` defaults to false, as TGI's router does (the spec says true).
 * ``max_new_tokens`` / ``max_tokens`` cut the answer (finish reason "length"); ``stop``
   sequences end it (TGI keeps the stop sequence in the text).
+* ``/generate`` and ``/`` send ``x-prompt-tokens`` and ``x-generated-tokens`` headers, the
+  Messages API a ``usage`` object, as TGI's router does.
+
+Personality "openai" (``_openai_protocol`` says what it copies from vLLM/OpenAI): routes
+``GET /v1/models`` (every model of knob ``models``, ``owned_by`` knob ``owned_by``),
+``POST /v1/chat/completions``, ``GET /health``, ``GET /version``; no ``/info`` or
+``/generate`` (404). Knob ``reject_json_schema`` makes it refuse the ``json_schema``
+response format with a 400 naming ``response_format``, as a server without structured
+outputs does.
+
+Authentication: with knob ``api_key`` set, a request without ``Authorization: Bearer
+<api_key>`` gets ``refuse_status`` (401; 403 for a key without the right) -- on every route
+for TGI (an Inference Endpoint guards its whole host), on ``/v1/*`` for "openai" (vLLM's
+``--api-key``). ``echo_key`` puts the key it received into the error message, as a
+careless proxy would, so tests can check that clients never repeat it. TLS: start with
+``tls=(certfile, keyfile)`` (``--tls-cert/--tls-key``) to serve https.
 
 Knobs (``Knobs`` below) are set at start and at runtime. Faults are drawn per request from
 ``random.Random(f"{seed}:{query}:{attempt}")``, so a run is reproducible whatever order
@@ -38,8 +55,11 @@ poisoned ones "surrogate" and "raw_surrogate" (a tag that is not valid text); an
 
 Statistics cover generation requests: ``requests``, ``statuses`` ("drop" for dropped ones),
 ``faults``, ``in_flight``, ``max_in_flight``, ``queries`` (requests per extracted query, the
-model's key; rejected ones included) and ``log`` (``{query, route, status, fault, time}`` in
-answer order); ``routes`` counts every non-control path, ``/info`` included.
+model's key; rejected ones included), ``formats`` (structured-output forms received: the
+``response_format`` type, the ``/generate`` grammar type, or "none") and ``log``
+(``{query, route, status, fault, time}`` in answer order); ``routes`` counts every
+non-control path, ``/info`` included; ``hosts`` counts requests per ``Host`` header, split
+into ``auth`` (an ``Authorization`` header came) and ``no_auth``; ``refused`` counts 401/403.
 
 Run: ``python -m tests.servers.tgi_server --host 127.0.0.1 --port 0 --latency 0.05``
 prints ``READY http://127.0.0.1:<port>`` once listening; SIGTERM/SIGINT stop it. From
@@ -52,83 +72,25 @@ import argparse
 import asyncio
 import json
 import logging
-import queue
 import random
 import signal
-import subprocess
+import ssl
 import sys
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
+from dataclasses import asdict, fields
 from typing import Any
 
 from aiohttp import web
 
+from tests.servers import _openai_protocol as openai
 from tests.servers import _tgi_model as model
-from tests.servers._tgi_protocol import REQUEST_SCHEMAS, VERSION, Job, body_problem, request_validators
+from tests.servers._knobs import FAULT_KINDS, REPO_ROOT, Knobs
+from tests.servers._launch import TGIServerHandle, start_tgi_server
+from tests.servers._tgi_protocol import CHAT, REQUEST_SCHEMAS, VERSION, Job, body_problem, request_validators
 
-FAULT_KINDS = ("429", "503", "500", "424", "drop", "prose", "dict", "truncated", "empty", "garbage", "slow",
-               "surrogate", "raw_surrogate")
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _fault_weights(faults: Any) -> dict[str, float]:
-    if isinstance(faults, (str, int)):  # "prose,dict" from the command line
-        faults = [part.strip() for part in str(faults).split(",") if part.strip()]
-    if isinstance(faults, dict):
-        return {str(kind): float(weight) for kind, weight in faults.items()}
-    return {str(kind): 1.0 for kind in faults}
-
-
-@dataclass(frozen=True)
-class Knobs:
-    """Server behaviour, set at start and changeable at runtime (partial updates)."""
-
-    latency: float = 0.0  # seconds every generation request takes
-    jitter: float = 0.0  # plus uniform(0, jitter) seconds
-    max_concurrent_requests: int = 128  # in flight across generation routes; more get 429
-    max_input_tokens: int = 1024  # tokens = whitespace-separated words
-    max_total_tokens: int = 2048  # input + max_new_tokens
-    model_id: str = "instag-fake/tgi-tagger"
-    tag_variant: int = 0  # another fake model's tags (see _tgi_model.tag_query); 0: the default model
-    seed: int = 0  # seeds the fault draws (the tags themselves never depend on it)
-    fault_rate: float = 0.0  # probability that a request gets a fault drawn from `faults`
-    faults: Any = FAULT_KINDS  # kinds (equal weights), "a,b" text, or {kind: weight}; stored as dict
-    retry_after: float | None = 1  # Retry-After seconds on injected 429/503; None: no header
-    fail_first_attempts: int = 0  # the first K requests of every query fail with...
-    fail_first_fault: str = "503"  # ...this fault kind, whatever fault_rate says
-    strict_grammar: bool = True  # reject JSON grammars without top-level "properties", as TGI does
-    healthy: bool = True  # False: GET /health answers 503
-
-    def __post_init__(self) -> None:
-        weights = _fault_weights(self.faults)
-        unknown = sorted((set(weights) | {self.fail_first_fault}) - set(FAULT_KINDS))
-        if unknown:
-            raise ValueError(f"unknown fault kind(s) {unknown}; choose from {list(FAULT_KINDS)}")
-        object.__setattr__(self, "faults", weights)
-        for name, kind in (("latency", float), ("jitter", float), ("fault_rate", float), ("seed", int),
-                           ("max_concurrent_requests", int), ("max_input_tokens", int),
-                           ("max_total_tokens", int), ("fail_first_attempts", int), ("tag_variant", int)):
-            object.__setattr__(self, name, kind(getattr(self, name)))
-        if min(self.latency, self.jitter, self.fail_first_attempts, self.seed, self.retry_after or 0) < 0:
-            raise ValueError("latency, jitter, retry_after, seed and fail_first_attempts must be >= 0")
-        if not 0.0 <= self.fault_rate <= 1.0:
-            raise ValueError(f"fault_rate must be in [0, 1], got {self.fault_rate}")
-        if self.fault_rate and sum(weights.values()) <= 0:
-            raise ValueError("fault_rate > 0 needs at least one fault kind with a positive weight")
-        if not 0 < self.max_input_tokens < self.max_total_tokens or self.max_concurrent_requests < 1:
-            raise ValueError("need 0 < max_input_tokens < max_total_tokens and max_concurrent_requests >= 1")
-
-    def updated(self, changes: dict[str, Any]) -> Knobs:
-        unknown = set(changes) - {f.name for f in fields(self)}
-        if unknown:
-            raise ValueError(f"unknown knob(s) {sorted(unknown)}")
-        return replace(self, **changes)
+__all__ = ["FAULT_KINDS", "REPO_ROOT", "Knobs", "TGIServer", "TGIServerHandle", "main", "start_tgi_server"]
 
 
 def _error(status: int, message: str, error_type: str, retry_after: float | None = None) -> web.Response:
@@ -136,7 +98,7 @@ def _error(status: int, message: str, error_type: str, retry_after: float | None
     return web.json_response({"error": message, "error_type": error_type}, status=status, headers=headers)
 
 
-class TGIServer:
+class TGIServer(openai.ChatRoutes):
     """The aiohttp application and its state: knobs, in-flight count, statistics."""
 
     def __init__(self, knobs: Knobs) -> None:
@@ -147,24 +109,40 @@ class TGIServer:
         self.reset()
 
     def reset(self) -> None:
-        self.requests, self.max_in_flight, self.log = 0, self.in_flight, []
+        self.requests, self.max_in_flight, self.log, self.refused, self.queued = 0, self.in_flight, [], 0, 0
         self.routes, self.statuses, self.faults, self.queries = Counter(), Counter(), Counter(), Counter()
+        self.formats: Counter[str] = Counter()
+        self.hosts: dict[str, Counter[str]] = {}
 
     def stats(self) -> dict[str, Any]:
         return {"requests": self.requests, "routes": dict(self.routes), "statuses": dict(self.statuses),
                 "faults": dict(self.faults), "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
-                "queries": dict(self.queries), "log": self.log}
+                "queries": dict(self.queries), "formats": dict(self.formats), "refused": self.refused,
+                "queued": self.queued,
+                "hosts": {host: dict(counts) for host, counts in self.hosts.items()}, "log": self.log}
+
+    @property
+    def openai(self) -> bool:
+        return self.knobs.personality == "openai"
 
     def app(self) -> web.Application:
         @web.middleware
         async def count_routes(request: web.Request, handler: Any) -> web.StreamResponse:
-            if not request.path.startswith("/_control/"):
-                self.routes[request.path] += 1
+            if request.path.startswith("/_control/"):
+                return await handler(request)
+            self.routes[request.path] += 1
+            has_auth = "Authorization" in request.headers
+            self.hosts.setdefault(request.host, Counter())["auth" if has_auth else "no_auth"] += 1
+            refusal = self._refusal(request)
+            if refusal is not None:
+                await self._log_refused(request)
+                return refusal
             return await handler(request)
 
         app = web.Application(middlewares=[count_routes], client_max_size=64 * 1024 * 1024)
         app.router.add_get("/info", self.info)
         app.router.add_get("/health", self.health)
+        app.router.add_get("/version", self.version)
         app.router.add_get("/v1/models", self.models)
         for route in REQUEST_SCHEMAS:
             app.router.add_post(route, self.generate)
@@ -174,7 +152,42 @@ class TGIServer:
         app.router.add_post("/_control/reset", self.control_stats)
         return app
 
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        k = self.knobs
+        guarded = request.path.startswith("/v1/") if self.openai else True
+        if k.api_key is None or not guarded:
+            return None
+        sent = request.headers.get("Authorization", "")
+        if sent == f"Bearer {k.api_key}":
+            return None
+        self.refused += 1
+        shown = f" (received {sent!r})" if k.echo_key and sent else ""
+        if self.openai:
+            return openai.error(k.refuse_status, f"Incorrect API key provided{shown}", "invalid_request_error",
+                                code="invalid_api_key")
+        return _error(k.refuse_status, f"Unauthorized{shown}", "unauthorized")
+
+    async def _log_refused(self, request: web.Request) -> None:
+        if request.method != "POST":
+            return
+        try:
+            body = await request.json()
+            source = body["inputs"] if "inputs" in body else [m for m in body["messages"] if m["role"] == "user"][-1]
+            query = model.extract_query(source if isinstance(source, str) else str(source.get("content")))
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            query = None
+        if query is not None:
+            self.queries[query] += 1
+        self._done(request.path, query, self.knobs.refuse_status)
+
+    async def version(self, request: web.Request) -> web.Response:
+        if not self.openai:
+            raise web.HTTPNotFound()
+        return web.json_response({"version": "0.11.0"})
+
     async def info(self, _: web.Request) -> web.Response:
+        if self.openai:  # vLLM has no /info: that is how clients tell it from TGI
+            return web.json_response({"detail": "Not Found"}, status=404)  # FastAPI's 404
         k = self.knobs
         return web.json_response({
             "model_id": k.model_id, "model_sha": None, "model_pipeline_tag": "text-generation",
@@ -187,7 +200,10 @@ class TGIServer:
         return web.Response() if self.knobs.healthy else _error(503, "unhealthy", "healthcheck")
 
     async def models(self, _: web.Request) -> web.Response:
-        name = self.knobs.model_id
+        k = self.knobs
+        if self.openai:
+            return web.json_response(openai.models_body(k.models, k.owned_by, self.started, k.max_total_tokens))
+        name = k.model_id
         return web.json_response({"id": name, "object": "model", "created": self.started, "owned_by": name})
 
     async def control_knobs(self, request: web.Request) -> web.Response:
@@ -211,6 +227,10 @@ class TGIServer:
         self.log.append(entry)
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
+        if self.openai:
+            if request.path != CHAT:
+                return web.json_response({"detail": "Not Found"}, status=404)
+            return await self.chat(request)
         route = request.path
         self.requests += 1
         try:
@@ -222,6 +242,8 @@ class TGIServer:
             self._done(route, None, 422)
             return _error(422, problem, "validation")
         job = Job.from_body(route, body)
+        grammar = job.grammar if isinstance(job.grammar, dict) else {}
+        self.formats[str(grammar.get("type", "none"))] += 1
         query = model.extract_query(job.source)
         attempt = self.queries[query]
         self.queries[query] += 1
@@ -280,16 +302,25 @@ class TGIServer:
             return _error(500, "Incomplete generation", "incomplete_generation")
         text, finish = job.generate(query, fault, k.strict_grammar, k.tag_variant)
         self._done(job.route, query, 200, fault)
-        return web.json_response(job.response(text, finish, k.model_id))
+        headers = {}
+        if job.route != CHAT:  # TGI's generate_internal sends the token counts as headers
+            headers = {"x-prompt-tokens": str(job.input_tokens),
+                       "x-generated-tokens": str(len(model.split_tokens(text)))}
+        return web.json_response(job.response(text, finish, k.model_id), headers=headers)
 
 
-async def _serve(host: str, port: int, knobs: Knobs, exit_with_stdin: bool = False) -> None:
+async def _serve(host: str, port: int, knobs: Knobs, exit_with_stdin: bool = False,
+                 tls: tuple[str, str] | None = None) -> None:
     app = TGIServer(knobs).app()
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
+    context = None
+    if tls is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*tls)
     # A deep backlog: benchmarks open 128+ connections at once and must not wait on SYN retries.
-    await web.TCPSite(runner, host, port, backlog=4096).start()
-    print(f"READY http://{host}:{runner.addresses[0][1]}", flush=True)
+    await web.TCPSite(runner, host, port, backlog=4096, ssl_context=context).start()
+    print(f"READY {'https' if tls else 'http'}://{host}:{runner.addresses[0][1]}", flush=True)
     loop, stop = asyncio.get_running_loop(), asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -318,112 +349,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on the READY line)")
     parser.add_argument("--knobs", type=json.loads, default={}, help="knobs as one JSON object")
     parser.add_argument("--exit-with-stdin", action="store_true", help="stop when stdin reaches EOF")
+    parser.add_argument("--tls-cert", default=None, help="serve https with this certificate (PEM)")
+    parser.add_argument("--tls-key", default=None, help="...and this private key (PEM)")
     for f in fields(Knobs):
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_cli_value,
                             default=argparse.SUPPRESS,
                             help=f"knob (default {f.default!r}); JSON or plain text")
     args = vars(parser.parse_args(argv))
     host, port, exit_with_stdin = args.pop("host"), args.pop("port"), args.pop("exit_with_stdin")
+    cert, key = args.pop("tls_cert"), args.pop("tls_key")
     knobs = {**args.pop("knobs"), **args}
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    asyncio.run(_serve(host, port, Knobs(**knobs), exit_with_stdin))
-
-
-class TGIServerHandle:
-    """A running server process: ``url``, knobs, statistics; a context manager that stops it."""
-
-    def __init__(self, process: subprocess.Popen[str], url: str, stderr: Any) -> None:
-        self.process, self.url, self._stderr = process, url, stderr
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
-
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with self._opener.open(request, timeout=30) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            raise ValueError(f"{method} {path} failed with {exc.code}: {exc.read().decode()}") from None
-
-    def set_knobs(self, **knobs: Any) -> dict[str, Any]:
-        """Change some knobs (the others keep their values); returns all knobs."""
-        return self._call("POST", "/_control/knobs", knobs)
-
-    def knobs(self) -> dict[str, Any]:
-        return self._call("GET", "/_control/knobs")
-
-    def stats(self) -> dict[str, Any]:
-        """requests, routes, statuses, faults, in_flight, max_in_flight, queries, log."""
-        return self._call("GET", "/_control/stats")
-
-    def reset(self, knobs: bool = False) -> None:
-        """Zero the statistics; with ``knobs=True`` also restore the knobs the server started with."""
-        self._call("POST", "/_control/reset?knobs=1" if knobs else "/_control/reset")
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for pipe in (self.process.stdin, self.process.stdout):
-            if pipe:
-                pipe.close()
-        self._stderr.close()
-
-    def __enter__(self) -> TGIServerHandle:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-def start_tgi_server(
-    *, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0, **knobs: Any
-) -> TGIServerHandle:
-    """Start the server in its own process (its CPU never counts against the client).
-
-    Args:
-        host, port: where to listen; port 0 picks a free one.
-        timeout: seconds to wait for the READY line.
-        **knobs: initial ``Knobs`` values.
-
-    Returns:
-        A handle; use it as a context manager or call ``close()``.
-
-    Raises:
-        ValueError: a knob is unknown or invalid.
-        RuntimeError: the server did not start; the message carries its stderr.
-    """
-    Knobs(**knobs)  # fail here, in the caller, on a bad knob
-    stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 -- lives as long as the server
-    command = [sys.executable, "-m", "tests.servers.tgi_server", "--host", host, "--port", str(port),
-               "--knobs", json.dumps(knobs), "--exit-with-stdin"]
-    # Our end of its stdin closes when this process dies, however it dies: no orphan servers.
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=stderr, text=True)
-    lines: queue.Queue[str] = queue.Queue()
-
-    def read_ready_line() -> None:
-        lines.put(process.stdout.readline())  # type: ignore[union-attr]
-
-    threading.Thread(target=read_ready_line, daemon=True).start()
-    try:
-        line = lines.get(timeout=timeout)
-    except queue.Empty:
-        line = ""
-    if not line.startswith("READY "):
-        process.kill()
-        process.wait()
-        stderr.seek(0)
-        message = (f"TGI test server did not start within {timeout}s (stdout {line!r}); "
-                   f"its stderr:\n{stderr.read()}")
-        stderr.close()
-        raise RuntimeError(message)
-    return TGIServerHandle(process, line.split(" ", 1)[1].strip(), stderr)
+    asyncio.run(_serve(host, port, Knobs(**knobs), exit_with_stdin, (cert, key) if cert else None))
 
 
 if __name__ == "__main__":
