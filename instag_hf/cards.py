@@ -191,7 +191,8 @@ def build_card(
         "selection": selection.to_dict() if selection else None,
         "version": _library_version(),
         "date": Safe(_card_date(date)),
-        "repro": _reproduction(source, source_revision, split, repo_id, tagged_by, normalizer, selection, column),
+        "repro": _reproduction(source, source_revision, split, repo_id, tagged_by, normalizer, selection, column,
+                               None if isinstance(tagger, Mapping) else tagger),
     }
     content = environment().get_template(TEMPLATE_NAME).render(**context)
     images = render_plots(stats, top_k=top_k) if plots else {}
@@ -278,14 +279,19 @@ def _tagger_context(tagger: Any | None, subset: Dataset) -> dict[str, Any] | Non
         return {key: tagger.get(key) for key in _TAGGER_KEYS}
     # What tagged the rows, as tagging recorded it: a server asked now may serve another model.
     recorded = tagging_record(subset)
-    if recorded is not None or tagger is None:
-        return recorded
+    if recorded is None and tagger is None:
+        return None
     context: dict[str, Any] = dict.fromkeys(_TAGGER_KEYS)
-    context.update(template=tagger.template.name, template_sha256=tagger.template.sha256)
-    stats = tagger.stats
-    if stats.requests or stats.cache_hits:  # the cost of this build, as the servers counted it
-        context.update(queries=stats.answered, cache_hits=stats.cache_hits, prompt_tokens=stats.prompt_tokens,
-                       generated_tokens=stats.generated_tokens, unmetered=stats.unmetered)
+    if tagger is not None:
+        context.update(template=tagger.template.name, template_sha256=tagger.template.sha256)
+        stats = tagger.stats
+        if stats.requests or stats.cache_hits:  # the cost of this build, as the servers counted it
+            context.update(queries=stats.answered, cache_hits=stats.cache_hits, prompt_tokens=stats.prompt_tokens,
+                           generated_tokens=stats.generated_tokens, unmetered=stats.unmetered)
+    if recorded is not None:
+        context.update({key: value for key, value in recorded.items() if key in _TAGGER_KEYS})
+        return context
+    assert tagger is not None
     try:
         context.update(tagger.provenance())
     except (EndpointError, ConfigurationError) as error:
@@ -359,14 +365,15 @@ def _reproduction(
     normalizer: TagNormalizer | None,
     selection: SelectionInfo | None,
     column: str,
+    tagger_object: Any | None = None,
 ) -> dict[str, Any]:
     template: str | None = "paper"  # what Tagger() uses when nothing says otherwise
     chosen: list[tuple[str, Any]] = []  # the model choice, which decides the tags as much as the prompt
     if tagger is not None:
         name = tagger.get("template")
         template = name if name in BUILTIN_TEMPLATES else None  # custom: its text is not in the card
-        if not isinstance(tagger, Mapping):
-            chosen = [(k, getattr(tagger, k)) for k in ("model", "server", "provider") if getattr(tagger, k)]
+    if tagger_object is not None:
+        chosen = [(k, getattr(tagger_object, k)) for k in ("model", "server", "provider") if getattr(tagger_object, k)]
     settings: list[tuple[str, Any]] = []
     if normalizer is not None:
         defaults = type(normalizer.config)().to_dict()

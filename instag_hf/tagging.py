@@ -260,7 +260,7 @@ class Tagger:
         if not endpoints:
             raise NoEndpointError(_NO_ENDPOINT)
         info = self._server_infos(endpoints)[0]
-        return {"kind": info.kind, "model": info.model_id, "model_sha": info.model_sha,
+        return {"kind": info.kind, "model": info.model_name, "model_sha": info.model_sha,
                 "template": self.template.name, "template_sha256": self.template.sha256}  # fmt: skip
 
     def _config(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import jsonschema
 import pytest
 
 from instag_hf import Tagger
-from instag_hf.endpoint import ServerInfo, build_request
+from instag_hf.dialects import LLAMACPP, answer_schema, build_request, first_form
 from instag_hf.errors import EndpointError
 from instag_hf.local_llm import exit_status, start_llama_cpp
 from instag_hf.prompts import TAGS_JSON_SCHEMA, get_template
@@ -30,9 +30,9 @@ from instag_hf.prompts import TAGS_JSON_SCHEMA, get_template
 
 def test_one_constrained_chat_completion_answers_schema_valid_json(llama_cpp):
     llama_cpp.check()
-    info = ServerInfo(url=llama_cpp.url, kind="openai", model_id="smollm2")
     prompt = get_template("paper").render("Write a haiku about the sea.")
-    path, body = build_request(info, prompt, False, {"max_new_tokens": 64, "do_sample": False}, TAGS_JSON_SCHEMA)
+    path, body = build_request(LLAMACPP, "smollm2", prompt, False, {"max_new_tokens": 64, "do_sample": False},
+                               TAGS_JSON_SCHEMA, first_form(LLAMACPP))
     request = urllib.request.Request(llama_cpp.url + path, data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
     try:
@@ -43,7 +43,7 @@ def test_one_constrained_chat_completion_answers_schema_valid_json(llama_cpp):
         raise
     text = payload["choices"][0]["message"]["content"]
     if payload["choices"][0].get("finish_reason") != "length":  # cut off at 64 tokens is not the server's fault
-        jsonschema.validate(json.loads(text), TAGS_JSON_SCHEMA)
+        jsonschema.validate(json.loads(text), answer_schema(TAGS_JSON_SCHEMA))
     llama_cpp.check()
 
 

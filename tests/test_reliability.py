@@ -344,10 +344,9 @@ def old_cache(directory, answers: dict[str, str]) -> None:
 
 def cache_key(tagger: Tagger, url: str, query: str) -> str:
     from instag_hf.cache import request_key
-    from instag_hf.endpoint import detect_server
 
     params = {"max_new_tokens": tagger.max_new_tokens, "do_sample": False}
-    return request_key(detect_server(url).identity, tagger.template.sha256, query, params)
+    return request_key(Tagger(url).servers()[0].identity, tagger.template.sha256, query, params)
 
 
 def test_a_poisoned_answer_in_a_cache_of_an_older_version_is_a_row_error(tgi, request_cache_dir):
