@@ -13,6 +13,7 @@ that doubles while it stays down, then tried again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -61,7 +62,12 @@ class EndpointPool:
 
     def __init__(self, infos: list[ServerInfo], concurrency: int | None = None) -> None:
         self.slots = [EndpointSlot(info, _max_limit(info, concurrency)) for info in infos]
-        self._changed = asyncio.Condition()
+        # Plain futures, not an asyncio.Condition: when a map is stopped, hundreds of waiting
+        # requests are cancelled at once, and each cancelled Condition.wait() must take the
+        # lock back before it can end; that left tasks "cancelling" forever and hung the map
+        # (seen with 128 slots and a killed server). Between two awaits nothing else runs, so
+        # checking a slot and taking it needs no lock.
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     @property
     def in_flight(self) -> int:
@@ -70,26 +76,41 @@ class EndpointPool:
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[EndpointSlot]:
         """Wait for a free slot on the best endpoint and hold it for one request."""
-        async with self._changed:
-            while True:
-                now = time.monotonic()
-                best = max(self.slots, key=lambda s: s.free(now))
-                if best.free(now) >= 1:
-                    break
-                wake = [s.down_until - now for s in self.slots if s.down_until > now]
-                try:
-                    await asyncio.wait_for(self._changed.wait(), timeout=min(wake) if wake else None)
-                except asyncio.TimeoutError:
-                    pass  # an endpoint came back from its cooling-off
-            best.in_flight += 1
+        loop = asyncio.get_running_loop()
+        while True:
+            now = time.monotonic()
+            best = max(self.slots, key=lambda s: s.free(now))
+            if best.free(now) >= 1:
+                break
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            wake = [s.down_until - now for s in self.slots if s.down_until > now]
+            # An endpoint set aside comes back by itself: wake up when its cooling-off ends.
+            timer = loop.call_later(min(wake), _wake, waiter) if wake else None
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_next()  # woken, then cancelled: the wake-up goes to the next one
+                raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
+        best.in_flight += 1
         try:
             yield best
         finally:
-            async with self._changed:
-                best.in_flight -= 1
-                # One slot freed, one waiter woken: notify_all would wake every waiting
-                # request of the whole map (thousands) on each answer, quadratic CPU.
-                self._changed.notify(1)
+            best.in_flight -= 1
+            self._wake_next()
+
+    def _wake_next(self) -> None:
+        # One slot freed, one waiter woken: waking all would wake every waiting request of
+        # the whole map (thousands) on each answer, quadratic CPU.
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # cancelled, or woken by its timer: skip it
+                waiter.set_result(None)
+                return
 
     def succeeded(self, slot: EndpointSlot) -> None:
         slot.failures = 0
@@ -116,3 +137,8 @@ class EndpointPool:
 def _max_limit(info: ServerInfo, cap: int | None) -> int:
     limit = info.max_concurrent_requests or DEFAULT_CONCURRENCY
     return max(1, min(limit, cap) if cap else limit)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
