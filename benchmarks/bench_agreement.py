@@ -52,8 +52,8 @@ def main() -> None:
 
     import datasets
 
-    from instag_hf._rules import rule_key
     from instag_hf.agreement import TagMatcher
+    from instag_hf.normalization.steps.rule import rule_key
 
     datasets.disable_progress_bars()
     start = time.perf_counter()

@@ -183,7 +183,7 @@ def fit_in_child(folder: str, artifact: str, queue: multiprocessing.Queue) -> No
     sampler.start()
     import datasets
 
-    from instag_hf.normalization import TagNormalizer
+    from instag_hf.normalization.normalizer import TagNormalizer
 
     datasets.disable_progress_bars()
     ds = datasets.load_from_disk(folder)

@@ -35,7 +35,7 @@ os.environ["INSTAG_CACHE"] = "0"  # every row must reach the server
 import datasets  # noqa: E402
 
 import instag_hf  # noqa: E402
-from instag_hf.prompts import TAGS_JSON_SCHEMA  # noqa: E402
+from instag_hf.tagging.prompts import TAGS_JSON_SCHEMA  # noqa: E402
 from tests.servers.tgi_server import start_tgi_server  # noqa: E402
 
 

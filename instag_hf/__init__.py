@@ -9,15 +9,14 @@
 """
 
 from instag_hf import errors
+from instag_hf._version import __version__
 from instag_hf.agreement import compare
-from instag_hf.analysis import TagStats, analyze
-from instag_hf.cards import build_card
-from instag_hf.hub import push_to_hub, save
-from instag_hf.normalization import TagNormalizer
-from instag_hf.sampling import SelectionInfo, sample, selection_info
-from instag_hf.tagging import Tagger, tag
-
-__version__ = "0.1.0"
+from instag_hf.analysis.stats import TagStats, analyze
+from instag_hf.normalization.normalizer import TagNormalizer
+from instag_hf.publishing.card import build_card
+from instag_hf.publishing.hub import push_to_hub, save
+from instag_hf.sampling.sampler import SelectionInfo, sample, selection_info
+from instag_hf.tagging.tagger import Tagger, tag
 
 __all__ = [
     "SelectionInfo",

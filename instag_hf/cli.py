@@ -24,16 +24,16 @@ from typing import Any
 
 import click
 
-from instag_hf import pipeline, sources
-from instag_hf import refresh as refreshing
+from instag_hf import dataset_io, pipeline
 from instag_hf.agreement import DEFAULT_AUDIT_ROWS, DEFAULT_THRESHOLD
-from instag_hf.dialects import SERVER_KINDS
 from instag_hf.errors import ConfigurationError, InstagError
-from instag_hf.prompts import MAX_NEW_TOKENS
-from instag_hf.sampling import STRATEGIES
+from instag_hf.refresh import runner as refreshing
+from instag_hf.sampling.sampler import STRATEGIES
+from instag_hf.tagging.dialects import SERVER_KINDS
+from instag_hf.tagging.prompts import MAX_NEW_TOKENS
 
 #: ``instag refresh`` exit codes: every target updated or up to date / a target failed / bad config.
-EXIT_OK, EXIT_FAILED, EXIT_BAD_CONFIG = 0, 1, 2
+EXIT_FAILED, EXIT_BAD_CONFIG = 1, 2
 
 
 class _Instag(click.Group):
@@ -91,7 +91,7 @@ def _dataset_options(func: Any) -> Any:
 def _load(source: str | None, dataset: str | None, split: str | None, revision: str | None) -> Any:
     if (source is None) == (dataset is None):
         raise click.UsageError("Name the dataset once: as DATASET or with --dataset.")
-    return sources.load_source(source or dataset, split, revision)  # type: ignore[arg-type]
+    return dataset_io.load_source(source or dataset, split, revision)  # type: ignore[arg-type]
 
 
 def _output_option(func: Any) -> Any:
@@ -163,7 +163,7 @@ def _sampling_options(func: Any) -> Any:
 def _tagger(endpoint: str | None, model: str | None, server_kind: str | None, provider: str | None,
             api_key_env: str | None, template: str, row_format: str | None, column: str | None,
             max_new_tokens: int, concurrency: int | None, cache_dir: Path | None, no_cache: bool) -> Any:
-    from instag_hf.tagging import Tagger
+    from instag_hf.tagging.tagger import Tagger
 
     cache: bool | Path = False if no_cache else (cache_dir or True)
     return Tagger(endpoint, model=model, server=server_kind, provider=provider, api_key_env=api_key_env,
@@ -248,7 +248,7 @@ def tag(source: str | None, dataset: str | None, split: str | None, revision: st
         return
     assert output is not None  # checked above
     tagged = pipeline.tag_dataset(ds, tagger)
-    sources.write_dataset(tagged, output)
+    dataset_io.write_dataset(tagged, output)
     failed = sum(1 for error in tagged["instag_error"] if error)
     s = tagger.stats
     click.echo(f"Tagged {len(tagged)} rows ({failed} with an instag_error; {s.requests} requests, "
@@ -267,14 +267,14 @@ def tag(source: str | None, dataset: str | None, split: str | None, revision: st
 def normalize(source: str | None, dataset: str | None, split: str | None, revision: str | None,
               saved: Path | None, save_normalizer: Path | None, output: Path, **kwargs: Any) -> None:
     """Fit a TagNormalizer on a tagged dataset and add the normalized instag_tags."""
-    from instag_hf.normalization import TagNormalizer
+    from instag_hf.normalization.normalizer import TagNormalizer
 
     settings = _normalizer_settings(**kwargs)
     if saved is not None and settings:
         raise click.UsageError("--normalizer applies a saved normalizer as it is: drop the fitting options.")
     normalizer = TagNormalizer.load(saved) if saved else TagNormalizer(**settings)
     normalized = pipeline.normalize_dataset(_load(source, dataset, split, revision), normalizer, fit=saved is None)
-    sources.write_dataset(normalized, output)
+    dataset_io.write_dataset(normalized, output)
     if save_normalizer is not None:
         normalizer.save(save_normalizer)
     r = normalizer.report
@@ -292,9 +292,9 @@ def normalize(source: str | None, dataset: str | None, split: str | None, revisi
 def analyze(source: str | None, dataset: str | None, split: str | None, revision: str | None, pool: str | None,
             top_k: int, json_path: Path | None) -> None:
     """Measure diversity (unique tags, coverage) and complexity (tags per row)."""
-    from instag_hf.analysis import analyze as measure
+    from instag_hf.analysis.stats import analyze as measure
 
-    stats = measure(_load(source, dataset, split, revision), pool=sources.load_source(pool) if pool else None,
+    stats = measure(_load(source, dataset, split, revision), pool=dataset_io.load_source(pool) if pool else None,
                     top_k=top_k)
     if json_path is not None:
         json_path.write_text(json.dumps(stats.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -313,11 +313,11 @@ def analyze(source: str | None, dataset: str | None, split: str | None, revision
 def sample(source: str | None, dataset: str | None, split: str | None, revision: str | None, output: Path,
            **kwargs: Any) -> None:
     """Select a complex and diverse subset of a normalized dataset."""
-    from instag_hf.sampling import sample as select
-    from instag_hf.sampling import selection_info
+    from instag_hf.sampling.sampler import sample as select
+    from instag_hf.sampling.sampler import selection_info
 
     subset = select(_load(source, dataset, split, revision), **kwargs)
-    sources.write_dataset(subset, output)
+    dataset_io.write_dataset(subset, output)
     info = selection_info(subset)
     # sample() registers the subset's SelectionInfo under its fingerprint before returning it.
     assert info is not None
@@ -334,10 +334,10 @@ def sample(source: str | None, dataset: str | None, split: str | None, revision:
 def card(source: str | None, dataset: str | None, split: str | None, revision: str | None, pool: str | None,
          normalizer: Path | None, output: Path) -> None:
     """Write the dataset card (README.md with statistics) and its plots for a subset."""
-    from instag_hf.normalization import TagNormalizer
+    from instag_hf.normalization.normalizer import TagNormalizer
 
     written = pipeline.write_card(_load(source, dataset, split, revision), output,
-                                  pool=sources.load_source(pool) if pool else None,
+                                  pool=dataset_io.load_source(pool) if pool else None,
                                   normalizer=TagNormalizer.load(normalizer) if normalizer else None)
     click.echo(f"Card written -> {written}")
 
@@ -353,13 +353,13 @@ def card(source: str | None, dataset: str | None, split: str | None, revision: s
 def push(source: str | None, dataset: str | None, split: str | None, revision: str | None, repo: str,
          pool: str | None, normalizer: Path | None, private: bool, create_pr: bool) -> None:
     """Push a subset with its card, plots and normalizer to the Hub in one commit."""
-    from instag_hf.cards import build_card
-    from instag_hf.hub import push_to_hub
-    from instag_hf.normalization import TagNormalizer
+    from instag_hf.normalization.normalizer import TagNormalizer
+    from instag_hf.publishing.card import build_card
+    from instag_hf.publishing.hub import push_to_hub
 
     subset = _load(source, dataset, split, revision)
     fitted = TagNormalizer.load(normalizer) if normalizer else None
-    built = build_card(subset, pool=sources.load_source(pool) if pool else None, normalizer=fitted, repo_id=repo)
+    built = build_card(subset, pool=dataset_io.load_source(pool) if pool else None, normalizer=fitted, repo_id=repo)
     info = push_to_hub(subset, repo, card=built, normalizer=fitted, private=private or None, create_pr=create_pr)
     click.echo(f"Pushed {len(subset)} rows -> {info.pr_url or info.commit_url}")
 
@@ -418,8 +418,8 @@ def compare(dataset_a: str, dataset_b: str | None, split: str | None, column_a: 
     """
     from instag_hf.agreement import compare as measure
 
-    ds_a = sources.load_source(dataset_a, split)
-    ds_b = sources.load_source(dataset_b, split) if dataset_b else None
+    ds_a = dataset_io.load_source(dataset_a, split)
+    ds_b = dataset_io.load_source(dataset_b, split) if dataset_b else None
     result = measure(ds_a, ds_b, column_a=column_a, column_b=column_b, mode=mode, threshold=threshold,
                      embedding_model=embedding_model, format=row_format, query_column=query_column, top_k=top_k)
     text = json.dumps(result.to_dict(), indent=1, ensure_ascii=False) + "\n"

@@ -57,10 +57,6 @@ class AuthenticationError(EndpointError, PermissionError):
     """
 
 
-class ParseError(InstagError, ValueError):
-    """A model answer holds no tag that could be recovered."""
-
-
 class NormalizationError(InstagError, ValueError):
     """A TagNormalizer cannot be fitted, applied, saved or loaded."""
 
@@ -107,7 +103,6 @@ __all__ = [
     "NoEndpointError",
     "NormalizationError",
     "NotFittedError",
-    "ParseError",
     "RefreshError",
     "SamplingError",
 ]

@@ -29,8 +29,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from instag_hf.endpoint import forget_dead_server, report_dead_server
 from instag_hf.errors import ConfigurationError, EndpointError
+from instag_hf.tagging.servers import forget_dead_server, report_dead_server
 
 START_TIMEOUT = 180.0  # seconds; loading the model takes a few on 2 cores
 
@@ -62,7 +62,7 @@ class LlamaCppServer:
 
     A watcher thread waits on the process. If it exits while it should be serving, the
     reason (exit code or signal, and the last lines of its log) is reported to
-    :func:`instag_hf.endpoint.report_dead_server`, so a map against :attr:`url` stops at
+    :func:`instag_hf.tagging.servers.report_dead_server`, so a map against :attr:`url` stops at
     once with that reason instead of retrying a dead port; :meth:`check` raises it too.
     """
 

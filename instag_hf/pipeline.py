@@ -21,13 +21,14 @@ from typing import Any
 
 from datasets import Dataset
 
-from instag_hf._provenance import record_tagging
 from instag_hf.agreement.auditing import DEFAULT_AUDIT_ROWS, Audit, audit, check_sample, served_model
-from instag_hf.analysis import TagStats, analyze
+from instag_hf.analysis.stats import TagStats, analyze
+from instag_hf.columns import ERROR_COLUMN, RAW_TAGS_COLUMN, TAGS_COLUMN
 from instag_hf.errors import CardError, ConfigurationError, InstagError
-from instag_hf.normalization import TAGS_COLUMN, TagNormalizer
-from instag_hf.sampling import sample
-from instag_hf.tagging import ERROR_COLUMN, RAW_TAGS_COLUMN, Tagger
+from instag_hf.normalization.normalizer import TagNormalizer
+from instag_hf.sampling.provenance import record_tagging
+from instag_hf.sampling.sampler import sample
+from instag_hf.tagging.tagger import Tagger
 
 logger = logging.getLogger(__name__)
 
@@ -233,8 +234,8 @@ def publish(
         ConfigurationError: Neither or both of ``push_to`` and ``output_dir``.
         CardError, HubError: As :func:`~instag_hf.build_card` / :func:`~instag_hf.push_to_hub`.
     """
-    from instag_hf.cards import build_card
-    from instag_hf.hub import push_to_hub, save
+    from instag_hf.publishing.card import build_card
+    from instag_hf.publishing.hub import push_to_hub, save
 
     if (push_to is None) == (output_dir is None):
         raise ConfigurationError("Give exactly one destination: a Hub repo (--push-to) or a folder (--output-dir).")
@@ -264,7 +265,7 @@ def write_card(
     Raises:
         CardError: The card cannot be built from what was given, or not written.
     """
-    from instag_hf.cards import build_card
+    from instag_hf.publishing.card import build_card
 
     card = build_card(subset, pool=pool, normalizer=normalizer, source=source)
     root = Path(folder)

@@ -33,6 +33,23 @@ from instag_hf.local_llm import start_llama_cpp  # noqa: E402
 from tests.servers.tgi_server import start_tgi_server  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Every test leaves the environment as it found it.
+
+    ``Dataset.map(num_proc=...)`` replaces ``os.environ`` with a deep copy of itself
+    (datasets' arrow_dataset.py: ``os.environ = prev_env``), so ``monkeypatch.setenv``'s undo
+    lands on the old object and the variable stays set for every later test (an
+    ``INSTAG_ENDPOINT`` left pointing at the llama.cpp server made a later "no endpoint"
+    test tag 40 rows with it).
+    """
+    saved = dict(os.environ)
+    yield
+    if dict(os.environ) != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def tgi_server():
     """The TGI-protocol server, shared; tests that change knobs restore them."""
@@ -66,10 +83,40 @@ def request_cache_dir(tmp_path):
     return tmp_path / "requests"
 
 
+def constrained_completion(server) -> dict:
+    """One chat completion with the tagging JSON constraint, in llama.cpp's form; the body.
+
+    A server that died on it (SIGILL from a binary built for another CPU, say) raises the
+    launcher's message: exit status or signal, and the end of the server's log.
+    """
+    import json
+    import urllib.request
+
+    from instag_hf.tagging.dialects import LLAMACPP, build_request, first_form
+    from instag_hf.tagging.prompts import TAGS_JSON_SCHEMA, get_template
+
+    prompt = get_template("paper").render("Write a haiku about the sea.")
+    path, body = build_request(LLAMACPP, "smollm2", prompt, False, {"max_new_tokens": 64, "do_sample": False},
+                               TAGS_JSON_SCHEMA, first_form(LLAMACPP))
+    request = urllib.request.Request(server.url + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.loads(response.read())
+    except OSError:
+        server.check()
+        raise
+
+
 @pytest.fixture(scope="session")
 def llama_cpp():
-    """The real llama.cpp server running SmolLM2-135M-Instruct, watched by the launcher."""
+    """The real llama.cpp server running SmolLM2-135M-Instruct, watched by the launcher.
+
+    It must answer one constrained completion before any llama.cpp test runs, so a server
+    that cannot (the SIGILL of issue 10) fails every such test with the launcher's message.
+    """
     with start_llama_cpp() as server:
+        constrained_completion(server)
         yield server
 
 
@@ -85,7 +132,7 @@ def llama_server(llama_cpp):
     llama_cpp.check()
 
 
-# The Hub-API emulator, for tests/test_hub.py and tests/test_cards.py. One process for the
+# The Hub-API emulator, for tests/publishing/. One process for the
 # session: tests use their own repo ids, and the per-test fixture resets injected faults.
 from tests.servers.hub_emulator import client_environment, start_hub_emulator  # noqa: E402
 

@@ -250,11 +250,11 @@ def test_sampling_zero_rows_is_refused_up_front(tmp_path):
 
 
 def test_an_empty_dataset_written_to_a_folder_reads_back(tmp_path):
-    from instag_hf import sources
+    from instag_hf import dataset_io
 
     empty = datasets.load_from_disk(str(normalized_folder(tmp_path / "normalized"))).select([])
-    sources.write_dataset(empty, tmp_path / "empty")
-    back = sources.load_source(str(tmp_path / "empty"))
+    dataset_io.write_dataset(empty, tmp_path / "empty")
+    back = dataset_io.load_source(str(tmp_path / "empty"))
     assert len(back) == 0 and back.features == empty.features
 
 

@@ -40,7 +40,7 @@ def test_every_command_appears_in_the_readme():
 
 
 def test_refresh_config_keys_and_exit_codes_are_documented():
-    from instag_hf._refresh_config import _SOURCE_KEYS, _TARGET_KEYS
+    from instag_hf.refresh.config import _SOURCE_KEYS, _TARGET_KEYS
 
     text = README.read_text(encoding="utf-8") if README.exists() else ""
     missing = sorted(key for key in _TARGET_KEYS | _SOURCE_KEYS if not re.search(rf"\b{key}:", text))
@@ -61,7 +61,7 @@ def test_the_example_workflow_calls_the_ci_entry_point():
 
 
 def test_the_endpoints_table_names_every_server_kind():
-    from instag_hf.dialects import SERVER_KINDS
+    from instag_hf.tagging.dialects import SERVER_KINDS
 
     text = README.read_text(encoding="utf-8")
     section = text.split("## Endpoints", 1)[1]

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from instag_hf._rules import rule_key
 from instag_hf.errors import ConfigurationError
+from instag_hf.normalization.steps.rule import rule_key
 
 
 class Side:

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from instag_hf._batch import ERROR_COLUMN, RAW_TAGS_COLUMN
-from instag_hf.agreement.comparison import TAGS_COLUMN, _batches, _has_turns, read_row_tags, score_rows
+from instag_hf.agreement.comparison import _batches, _has_turns, read_row_tags, score_rows
 from instag_hf.agreement.matching import DEFAULT_THRESHOLD, Encoder, TagMatcher
+from instag_hf.columns import ERROR_COLUMN, RAW_TAGS_COLUMN, TAGS_COLUMN
 from instag_hf.errors import AgreementError, ConfigurationError, EndpointError, MissingColumnError, NoEndpointError
-from instag_hf.formats import detect_format, extract_queries
+from instag_hf.tagging.rows import detect_format, extract_queries
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@
 
 ``ds_a`` is the candidate (the tagger under test, usually the cheaper one), ``ds_b`` the
 reference. Rows are aligned by their user queries (the text of every user turn, read as
-the tagger reads it, see :mod:`instag_hf.formats`), never by position, so the two datasets
+the tagger reads it, see :mod:`instag_hf.tagging.rows`), never by position, so the two datasets
 may be shuffled, filtered or hold other rows. The rules of the figures are those of
 :mod:`instag_hf.agreement.matching`; on top of them:
 
@@ -30,17 +30,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from instag_hf._batch import ERROR_COLUMN, RAW_TAGS_COLUMN
 from instag_hf.agreement.matching import (
     DEFAULT_THRESHOLD,
     AgreementScores,
     Encoder,
     TagMatcher,
 )
+from instag_hf.columns import ERROR_COLUMN, RAW_TAGS_COLUMN, TAGS_COLUMN
 from instag_hf.errors import AgreementError, ConfigurationError, MissingColumnError
-from instag_hf.formats import RowFormat, detect_format, extract_queries
+from instag_hf.tagging.rows import RowFormat, detect_format, extract_queries
 
-TAGS_COLUMN = "instag_tags"  # as instag_hf.normalization names it (not imported: no torch/nltk here)
 _READ_BATCH = 1000
 
 __all__ = ["Comparison", "RowTags", "TurnAgreement", "compare", "read_row_tags", "score_rows"]
@@ -179,7 +178,7 @@ def compare(
         mode: ``"all"``, ``"exact"`` or ``"semantic"`` (see :mod:`~instag_hf.agreement.matching`).
         threshold: Cosine similarity a semantic match must exceed (paper: 0.8).
         embedding_model: Embedding model of semantic matching (default: as the normalizer's).
-        format, query_column: Force how queries are read (see :func:`~instag_hf.formats.detect_format`);
+        format, query_column: Force how queries are read (see :func:`~instag_hf.tagging.rows.detect_format`);
             detected per dataset by default.
         top_k: How many missed and invented tags to keep.
         encoder: A callable embedding texts, instead of ``embedding_model``.

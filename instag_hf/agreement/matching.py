@@ -47,9 +47,9 @@ from typing import Any
 
 import numpy as np
 
-from instag_hf._rules import clean_text, rule_key
 from instag_hf.agreement._arrays import Side, candidate_pairs, encode_side, exact_hits, figures, ranked, rule_keys
 from instag_hf.errors import ConfigurationError
+from instag_hf.normalization.steps.rule import clean_text, rule_key
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class TagMatcher:
         if not self.semantic:
             return None
         if self.embedding_model_id is None:
-            from instag_hf.embeddings import resolve_model
+            from instag_hf.normalization.embeddings import resolve_model
 
             self.embedding_model_id = resolve_model(self._model_name)[0]
         return self.embedding_model_id
@@ -336,7 +336,7 @@ def score(
 
 
 def _load_model(name: str | None) -> Any:
-    from instag_hf.embeddings import EmbeddingModel
+    from instag_hf.normalization.embeddings import EmbeddingModel
 
     key = name or ""
     if key not in _MODELS:

@@ -1,0 +1,255 @@
+"""The YAML file ``instag refresh`` reads: source datasets, target repos and their settings.
+
+    defaults:                       # optional; merged into every target (a target's own keys win)
+      n: 6000
+      strategy: instag
+      seed: 0
+      normalizer: {min_frequency: 20}
+    targets:
+      - repo: my-org/sharegpt-instag-6k           # Hub dataset repo to keep up to date
+        source: my-org/sharegpt-pool              # Hub id, local folder or data file...
+        api_key_env: VLLM_KEY                     # the endpoint's key is in $VLLM_KEY
+        model: meta-llama/Llama-3.1-8B-Instruct   # the server lists several
+      - repo: my-org/alpaca-instag-1k
+        source:                                   # ...or a mapping
+          id: ./data/alpaca.parquet
+          split: train
+          format: alpaca
+        n: 1000
+        create_pr: true
+
+Every value is checked when the file is read, so a bad file fails before any work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from instag_hf.env import parse_endpoints
+from instag_hf.errors import ConfigurationError
+from instag_hf.normalization.config import NormalizerConfig
+from instag_hf.sampling.sampler import SamplingRequest
+from instag_hf.tagging.auth import check_env_name
+from instag_hf.tagging.dialects import SERVER_KINDS
+from instag_hf.tagging.prompts import MAX_NEW_TOKENS, get_template
+from instag_hf.tagging.rows import FORMAT_NAMES
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where a target's rows come from.
+
+    Args:
+        id: Hub dataset id, local folder or data file (see :mod:`instag_hf.dataset_io`).
+        revision: Branch, tag or commit of a Hub source (default: its main branch).
+        split: Split to read (default ``train``, or the only split).
+        format: Row format (``sharegpt``, ``messages``, ``alpaca``, ``prompt``); detected if unset.
+        column: Column holding the queries; detected if unset.
+    """
+
+    id: str
+    revision: str | None = None
+    split: str | None = None
+    format: str | None = None
+    column: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id.strip():
+            raise ConfigurationError(f"source id must be a Hub id, folder or file, got {self.id!r}")
+        for name in ("revision", "split", "column"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigurationError(f"source {name} must be a non-empty string, got {value!r}")
+        if self.format is not None and self.format not in FORMAT_NAMES:
+            raise ConfigurationError(f"source format must be one of {', '.join(FORMAT_NAMES)}, got {self.format!r}")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """One target repo and how it is built from its source.
+
+    Args:
+        repo: Hub dataset repo id that receives the subset.
+        source: The :class:`SourceConfig`.
+        n: Rows to select.
+        strategy, seed, target_coverage, target_mean_tags: As :func:`instag_hf.sample`.
+        endpoint: Tagging endpoint(s); default ``INSTAG_ENDPOINT``.
+        model: The model to ask, for a server that lists several (or with ``provider``).
+        server: Force the server kind (``tgi``, ``vllm``, ``sglang``, ``openai``, ``llamacpp``).
+        provider: Tag through Hugging Face Inference Providers (``auto`` or a provider name).
+        api_key_env: Name of the environment variable holding the endpoint's API key
+            (default ``INSTAG_API_KEY``); the key itself never goes in the file.
+        template: Prompt template name or text (``paper``, ``instagger``, ``... {query} ...``).
+        max_new_tokens: Generation budget per answer.
+        normalizer: :class:`~instag_hf.TagNormalizer` settings, e.g. ``{min_frequency: 20}``.
+        private: Create the repo private.
+        create_pr: Open a pull request instead of committing to ``main``.
+    """
+
+    repo: str
+    source: SourceConfig
+    n: int
+    strategy: str = "instag"
+    seed: int | None = None
+    target_coverage: float | None = None
+    target_mean_tags: float | None = None
+    endpoint: str | None = None
+    model: str | None = None
+    server: str | None = None
+    provider: str | None = None
+    api_key_env: str | None = None
+    template: str = "paper"
+    max_new_tokens: int = MAX_NEW_TOKENS
+    normalizer: dict[str, Any] = field(default_factory=dict)
+    private: bool = False
+    create_pr: bool = False
+
+    def __post_init__(self) -> None:
+        from huggingface_hub.errors import HFValidationError
+        from huggingface_hub.utils import validate_repo_id
+
+        try:
+            validate_repo_id(self.repo)
+        except (HFValidationError, TypeError) as error:
+            raise ConfigurationError(f"repo {self.repo!r} is not a Hub repo id: {error}") from None
+        SamplingRequest(self.n, self.strategy, self.seed, "instag_tags", self.target_coverage, self.target_mean_tags)
+        get_template(self.template)
+        if not isinstance(self.normalizer, Mapping):
+            raise ConfigurationError(f"normalizer must be a mapping of settings, got {self.normalizer!r}")
+        NormalizerConfig.from_dict(dict(self.normalizer))
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ConfigurationError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+        for name in ("private", "create_pr"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigurationError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.endpoint is not None and not isinstance(self.endpoint, str):
+            raise ConfigurationError(f"endpoint must be a URL (or comma-separated URLs), got {self.endpoint!r}")
+        if self.endpoint is not None:
+            parse_endpoints(self.endpoint, "endpoint")  # 127.0.0.1:8080 or ftp://... would fail at tagging time
+        for name in ("model", "server", "provider"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigurationError(f"{name} must be a non-empty string, got {value!r}")
+        if self.server is not None and self.server not in SERVER_KINDS:
+            raise ConfigurationError(f"server must be one of {', '.join(SERVER_KINDS)}, got {self.server!r}")
+        if self.provider is not None and (self.model is None or self.endpoint is not None):
+            raise ConfigurationError("provider needs a model and no endpoint (requests go through the router)")
+        check_env_name(self.api_key_env, "api_key_env")
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that decides the target's content, apart from the source's revision.
+
+        The endpoint URL, where its key is read from and the repo's visibility are not in
+        it: moving the server, rotating a key or making the repo private changes no row.
+        Unset model choices are left out, so configs written before they existed keep
+        their hash.
+        """
+        values = asdict(self)
+        for name in ("repo", "endpoint", "api_key_env", "private", "create_pr"):
+            values.pop(name)
+        for name in ("model", "server", "provider"):
+            if values[name] is None:
+                values.pop(name)
+        values["template"] = get_template(self.template).sha256
+        values["normalizer"] = NormalizerConfig.from_dict(dict(self.normalizer)).to_dict()
+        return values
+
+    def settings_hash(self) -> str:
+        text = json.dumps(self.settings(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class RefreshConfig:
+    """The targets of one config file, in file order."""
+
+    targets: tuple[TargetConfig, ...]
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            raise ConfigurationError("The refresh config lists no targets.")
+        repos = [t.repo for t in self.targets]
+        doubles = sorted({r for r in repos if repos.count(r) > 1})
+        if doubles:
+            raise ConfigurationError(f"The refresh config lists these repos more than once: {doubles}")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RefreshConfig:
+        """Build from the parsed YAML document.
+
+        Raises:
+            ConfigurationError: A key is unknown, missing or has a bad value.
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigurationError("The refresh config must be a mapping with a 'targets' list.")
+        _reject_unknown(data, {"defaults", "targets"}, "the top level")
+        defaults = data.get("defaults") or {}
+        targets = data.get("targets")
+        if not isinstance(defaults, Mapping):
+            raise ConfigurationError("'defaults' must be a mapping of target settings.")
+        if not isinstance(targets, list):
+            raise ConfigurationError("'targets' must be a list of targets, each with 'repo' and 'source'.")
+        return cls(tuple(_target({**defaults, **t} if isinstance(t, Mapping) else t, i) for i, t in enumerate(targets)))
+
+
+def load_config(path: str | os.PathLike[str]) -> RefreshConfig:
+    """Read and check a refresh config file.
+
+    Raises:
+        ConfigurationError: The file is missing, not YAML, or not a valid config; the
+            message names the file.
+    """
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigurationError(f"Cannot read the refresh config {str(path)!r}: {error}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigurationError(f"{str(path)!r} is not valid YAML{line}: {getattr(error, 'problem', error)}") from None
+    try:
+        return RefreshConfig.from_dict(data)
+    except ConfigurationError as error:
+        raise ConfigurationError(f"{str(path)!r}: {error}") from None
+
+
+_TARGET_KEYS = {f.name for f in fields(TargetConfig)}
+_SOURCE_KEYS = {f.name for f in fields(SourceConfig)}
+
+
+def _target(raw: Any, index: int) -> TargetConfig:
+    where = f"target {index + 1}"
+    if not isinstance(raw, Mapping):
+        raise ConfigurationError(f"{where} must be a mapping with 'repo' and 'source'.")
+    _reject_unknown(raw, _TARGET_KEYS, where)
+    for key in ("repo", "source", "n"):
+        if key not in raw:
+            raise ConfigurationError(f"{where} has no '{key}'.")
+    source = raw["source"]
+    if isinstance(source, str):
+        source = {"id": source}
+    if not isinstance(source, Mapping):
+        raise ConfigurationError(f"{where}: 'source' must be a dataset id/path or a mapping with 'id'.")
+    _reject_unknown(source, _SOURCE_KEYS, f"{where} source")
+    try:
+        return TargetConfig(**{**raw, "source": SourceConfig(**source)})
+    except TypeError as error:  # a missing 'id' in the source mapping
+        raise ConfigurationError(f"{where}: {error}") from None
+    except ConfigurationError as error:
+        raise ConfigurationError(f"{where} ({raw.get('repo')}): {error}") from None
+
+
+def _reject_unknown(data: Mapping[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigurationError(f"Unknown key(s) {unknown} in {where}; known keys: {sorted(known)}")
