@@ -219,8 +219,10 @@ def _audit_settings(audit: dict[str, Any], tagger_args: dict[str, Any]) -> dict[
         if audit["audit_model"] is not None:
             raise click.UsageError("--audit-model needs --audit-endpoint (the server that serves it).")
         return {}
-    # The audit asks its own server with the same prompt and row format, through the same cache.
-    audit_tagger = _tagger(**{**tagger_args, "endpoint": audit["audit_endpoint"], "concurrency": None})
+    # The audit asks its own server, for --audit-model when given (not the pool's --model,
+    # --server or --provider), with the same prompt, row format, key variable and cache.
+    audit_tagger = _tagger(**{**tagger_args, "endpoint": audit["audit_endpoint"], "concurrency": None,
+                              "model": audit["audit_model"], "server_kind": None, "provider": None})
     return {"audit_tagger": audit_tagger, "audit_rows": audit["audit_rows"], "audit_seed": audit["audit_seed"],
             "audit_model": audit["audit_model"]}
 

@@ -122,7 +122,7 @@ def served_model(tagger: Any, expected: str | None = None) -> str:
     endpoints = tagger.endpoints
     if not endpoints:
         raise NoEndpointError("The audit tagger has no endpoint: give Tagger(endpoint=...) or --audit-endpoint URL.")
-    model = str(tagger._server_infos(endpoints)[0].model_id)
+    model = str(tagger.servers()[0].model_id)
     if expected is not None and model != expected:
         raise ConfigurationError(
             f"The audit endpoint {', '.join(endpoints)} serves {model!r}, not {expected!r}: point "

@@ -121,11 +121,29 @@ def test_a_wrong_audit_model_fails_before_the_pool_is_tagged(tgi, audit_server, 
     result = invoke("run", pool, "--endpoint", tgi.url, "-n", 3, *QUICK, "--output-dir", tmp_path / "out",
                     "--audit-endpoint", audit_server.url, "--audit-model", "org/another-model")  # fmt: skip
     assert result.exit_code == 1
-    assert f"serves '{AUDIT_MODEL}', not 'org/another-model'" in result.output
+    assert f"'{AUDIT_MODEL}', not 'org/another-model'" in result.output
     assert tgi.stats()["requests"] == 0 and audit_server.stats()["requests"] == 0
     lonely = invoke("run", pool, "--endpoint", tgi.url, "-n", 3, "--output-dir", tmp_path / "out",
                     "--audit-model", AUDIT_MODEL)  # fmt: skip
     assert lonely.exit_code == 2 and "--audit-model needs --audit-endpoint" in lonely.output
+
+
+def test_audit_model_chooses_among_the_models_an_audit_server_lists(tgi, tmp_path):
+    # An OpenAI-compatible audit server with two models: --audit-model picks one, and the
+    # pool's own tagger settings (--model is not given here) do not leak into the audit's.
+    with start_tgi_server(personality="openai", models=["org/small", "org/large"]) as reference:
+        pool = write_jsonl(tmp_path / "pool.jsonl", make_rows(12))
+        result = invoke("run", pool, "--endpoint", tgi.url, "-n", 3, *QUICK, "--cache-dir", tmp_path / "req",
+                        "--output-dir", tmp_path / "out", "--audit-endpoint", reference.url,
+                        "--audit-model", "org/large", "--audit-rows", 5)  # fmt: skip
+        assert_ok(result)
+        # The server answers 404 for a model it does not serve: 5 answered requests were for org/large.
+        assert reference.stats()["statuses"] == {"200": 5}
+    card = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
+    assert "`org/large`" in audit_line(card)
+    many = invoke("run", pool, "--endpoint", tgi.url, "-n", 3, *QUICK, "--output-dir", tmp_path / "out2",
+                  "--audit-endpoint", tgi.url + "/")  # a one-model server needs no --audit-model
+    assert_ok(many)
 
 
 REPORT = Audit(rows_sampled=200, rows_compared=198, seed=3, candidate_model=None, reference_model="org/big",
