@@ -380,8 +380,10 @@ def push(source: str | None, dataset: str | None, split: str | None, revision: s
 def run(source: str | None, dataset: str | None, split: str | None, revision: str | None, push_to: str | None,
         output_dir: Path | None, private: bool, create_pr: bool, **kwargs: Any) -> None:
     """The whole chain: tag, normalize, analyze, sample, then push or save with a card."""
-    if (push_to is None) == (output_dir is None):
-        raise click.UsageError("Give exactly one of --push-to REPO or --output-dir DIR.")
+    try:  # before any work: a run that cannot publish should not tag first
+        pipeline.check_destination(push_to, output_dir)
+    except ConfigurationError as error:
+        raise click.UsageError(str(error)) from None
     audit = _split_kwargs(kwargs, _AUDIT_ARGS)
     tagger_args = _split_kwargs(kwargs, _TAGGER_ARGS)
     tagger = _tagger(**tagger_args)

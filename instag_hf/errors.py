@@ -81,6 +81,10 @@ class HubError(InstagError, RuntimeError):
     """Pushing to, or reading from, the Hub failed; nothing half-made was left behind."""
 
 
+class OutputError(InstagError, OSError):
+    """A result could not be written to a local folder or file (``save``, ``instag ... -o``)."""
+
+
 class CacheError(InstagError, RuntimeError):
     """The request cache file is unusable and could not be replaced; the message says how to recover."""
 
@@ -103,6 +107,7 @@ __all__ = [
     "NoEndpointError",
     "NormalizationError",
     "NotFittedError",
+    "OutputError",
     "RefreshError",
     "SamplingError",
 ]

@@ -204,6 +204,17 @@ def run_chain(
                        prompt_tokens, generated_tokens, report)
 
 
+def check_destination(push_to: str | None, output_dir: str | os.PathLike[str] | None) -> None:
+    """Exactly one of the two: the chain publishes to a Hub repo or to a folder.
+
+    Raises:
+        ConfigurationError: Neither or both.
+    """
+    if (push_to is None) == (output_dir is None):
+        raise ConfigurationError("Give exactly one destination: a Hub repo (--push-to REPO) or a folder "
+                                 "(--output-dir DIR).")
+
+
 def publish(
     result: ChainResult,
     *,
@@ -237,11 +248,11 @@ def publish(
     from instag_hf.publishing.card import build_card
     from instag_hf.publishing.hub import push_to_hub, save
 
-    if (push_to is None) == (output_dir is None):
-        raise ConfigurationError("Give exactly one destination: a Hub repo (--push-to) or a folder (--output-dir).")
+    check_destination(push_to, output_dir)
     card = build_card(
         result.subset, pool=result.pool_stats, normalizer=result.normalizer, tagger=result.tagger,
         source=source, source_revision=source_revision, repo_id=push_to, audit=result.audit,
+        stats=result.subset_stats,  # run_chain measured the subset against the pool already
     )
     if push_to is None:
         folder = save(result.subset, output_dir, card=card, normalizer=result.normalizer,  # type: ignore[arg-type]

@@ -15,8 +15,9 @@ import datasets
 import pytest
 from click.testing import CliRunner
 
+from instag_hf import pipeline
 from instag_hf.cli import main
-from instag_hf.errors import NoEndpointError
+from instag_hf.errors import ConfigurationError, NoEndpointError
 from tests.conftest import REPO_ROOT
 from tests.servers import _tgi_model
 
@@ -293,3 +294,12 @@ def test_the_card_names_the_model_that_tagged_the_rows(tgi, pool_file, tmp_path)
 
 def tagger_line(card: Path) -> str:
     return next(line for line in card.read_text(encoding="utf-8").splitlines() if line.startswith("- **Tagger:**"))
+
+
+@pytest.mark.parametrize("destination", [[], ["--push-to", "alice/x", "--output-dir", "out"]], ids=["neither", "both"])
+def test_run_needs_exactly_one_destination_before_any_work(tgi, pool_file, tmp_path, destination):
+    result = invoke("run", pool_file, "--endpoint", tgi.url, "-n", 2, "--cache-dir", tmp_path / "req", *destination)
+    assert result.exit_code == 2 and "exactly one destination" in result.output
+    assert tgi.stats()["requests"] == 0
+    with pytest.raises(ConfigurationError, match="exactly one destination"):
+        pipeline.publish(None, push_to=None, output_dir=None)  # type: ignore[arg-type]

@@ -255,7 +255,7 @@ def _encode(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tags per row and the rows' tag ids, one after the other, each row's repeats dropped."""
     ids = vocabulary.encode(flat, found.result() if isinstance(found, Future) else found)
-    offsets = _offsets(lengths)
+    offsets = list_offsets(lengths)
     repeated = _repeats(ids, offsets)
     if repeated.size:
         rows_hit = np.searchsorted(offsets, repeated, side="right") - 1
@@ -295,11 +295,12 @@ def _repeats(ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     keys = np.repeat(np.arange(rows.size, dtype=np.int64), lengths) * stride + tags
     keys.sort()
     hit = np.unique(keys[1:][keys[1:] == keys[:-1]] // stride)
-    inner = row_ranges(_offsets(lengths), hit)
+    inner = row_ranges(list_offsets(lengths), hit)
     return occurrences[inner[_repeats_within_rows(tags[inner], lengths[hit])]]
 
 
-def _offsets(lengths: np.ndarray) -> np.ndarray:
+def list_offsets(lengths: np.ndarray) -> np.ndarray:
+    """Arrow-style offsets (``rows + 1`` int64 values) of lists with these lengths."""
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     return offsets
@@ -379,8 +380,7 @@ def read_tag_sets(ds: AnyDataset, tag_column: str, batch_size: int = BATCH_SIZE)
         all_lengths.append(lengths)
         all_ids.append(ids)
     lengths = np.concatenate(all_lengths) if all_lengths else np.zeros(0, dtype=np.int64)
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+    offsets = list_offsets(lengths)
     tag_ids = np.concatenate(all_ids) if all_ids else np.zeros(0, dtype=np.int32)
     logger.debug("read %d rows, %d tag occurrences, %d tags", len(lengths), len(tag_ids), len(vocabulary))
     return TagSets(offsets=offsets, tag_ids=tag_ids, vocabulary=vocabulary.tags())

@@ -116,6 +116,7 @@ def build_card(
     plots: bool = True,
     date: dt.date | str | None = None,
     audit: Audit | Mapping[str, Any] | None = None,
+    stats: TagStats | None = None,
 ) -> InstagCard:
     """Build the dataset card of ``subset``: statistics against its pool, provenance, plots.
 
@@ -146,6 +147,9 @@ def build_card(
         date: Date written in the card (a ``date`` or ISO string); defaults to today (UTC).
         audit: The sampled audit of the pool's tags (:func:`instag_hf.agreement.audit`, or
             its ``to_dict()``): its agreement figures go into the provenance.
+        stats: The subset's :class:`TagStats` against ``pool`` when already computed (as
+            :func:`instag_hf.pipeline.run_chain` does), so the subset is not read twice;
+            computed here otherwise.
 
     Returns:
         An :class:`InstagCard` (a ``huggingface_hub.DatasetCard``) with ``.plots``.
@@ -167,7 +171,8 @@ def build_card(
     selection = selection_info(subset)
     tagged_by = _tagger_context(tagger, subset)
     column = tag_column or (selection.tag_column if selection else "instag_tags")
-    stats = analyze(subset, tag_column=column, pool=pool, top_k=top_k)
+    if stats is None or stats.top_k != top_k:
+        stats = analyze(subset, tag_column=column, pool=pool, top_k=top_k)
     split = data_split(subset)
     # The Hub accepts licence ids only; a source's free-text licence would fail its YAML check.
     inherited = subset.info.license if re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", subset.info.license or "") else None

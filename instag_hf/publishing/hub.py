@@ -52,7 +52,7 @@ from huggingface_hub.hf_api import RepoFile
 
 from instag_hf._version import __version__
 from instag_hf.dataset_io import TransportError, scrub_secrets, unreachable_hub
-from instag_hf.errors import CardError, HubError
+from instag_hf.errors import CardError, HubError, OutputError
 from instag_hf.publishing.card import DATA_DIR, NORMALIZER_FILENAME, build_card, data_split
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ def save(
         The folder, which ``datasets.load_dataset(str(folder))`` reads.
 
     Raises:
-        HubError: The folder cannot be written.
+        OutputError: The folder cannot be written (an ``OSError``; it used to be a HubError).
         CardError: ``card`` and ``normalizer`` describe different normalizers.
 
     Example:
@@ -218,7 +218,7 @@ def save(
         for path in layout.stale:
             (root / path).unlink()
     except OSError as error:
-        raise HubError(f"Cannot write the subset to {str(root)!r}: {error}. Check the path and its permissions.") from None
+        raise OutputError(f"Cannot write the subset to {str(root)!r}: {error}. Check the path and its permissions.") from None
     logger.info("Wrote %d files to %s", len(layout.files), root)
     return root
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from instag_hf.analysis.tagsets import TagSets, row_ranges
+from instag_hf.analysis.tagsets import TagSets, list_offsets, row_ranges
 
 
 def base_order(rows: int, rng: np.random.Generator | None) -> np.ndarray:
@@ -157,8 +157,7 @@ class _Pass:
         keep = np.repeat(keep_rows, self.lengths)
         self.rows, self.lengths = self.rows[keep_rows], self.lengths[keep_rows]
         self.tags, self.key = self.tags[keep], self.key[keep]
-        self.offsets = np.zeros(len(self.rows) + 1, dtype=np.int64)
-        np.cumsum(self.lengths, out=self.offsets[1:])
+        self.offsets = list_offsets(self.lengths)
 
 
 def frequency_core_vocabulary(ts: TagSets, target_tags: int) -> tuple[np.ndarray, np.ndarray]:

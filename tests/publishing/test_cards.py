@@ -76,6 +76,18 @@ def golden_card() -> InstagCard:
     )  # fmt: skip
 
 
+def test_precomputed_subset_stats_give_the_same_card():
+    # run_chain measures the subset against the pool once; publish hands that to build_card.
+    pool, normalizer = tagged_pool()
+    subset = instag_hf.sample(pool, n=4, seed=7)
+    stats = instag_hf.analyze(subset, pool=instag_hf.analyze(pool))
+    card = build_card(
+        subset, pool=pool, normalizer=normalizer, tagger=TAGGER, source="org/sft-pool",
+        source_revision="9f8e7d", repo_id="alice/curated", date=DATE, stats=stats,
+    )  # fmt: skip
+    assert str(card) == GOLDEN.read_text(encoding="utf-8")
+
+
 def yaml_header(text: str) -> dict:
     assert text.startswith("---\n")
     return yaml.safe_load(text[4 : text.index("\n---\n")])

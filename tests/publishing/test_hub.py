@@ -15,7 +15,7 @@ from huggingface_hub import DatasetCard, HfApi
 from huggingface_hub.errors import RepositoryNotFoundError
 
 import instag_hf
-from instag_hf.errors import CardError, HubError
+from instag_hf.errors import CardError, HubError, OutputError
 from instag_hf.normalization.normalizer import TagNormalizer
 from tests.publishing.test_cards import DATE, tagged_pool
 
@@ -124,6 +124,15 @@ def test_stale_shards_are_deleted_in_the_same_commit(hub_client, curated):
     instag_hf.push_to_hub(subset, "alice/reshard", card=card)
     assert sorted(repo_files(hub, "alice/reshard")) == LAYOUT
     assert len(load_dataset("alice/reshard", split="train")) == 4
+
+
+def test_a_folder_that_cannot_be_written_is_an_output_error_not_a_hub_error(curated, tmp_path):
+    _, subset, _, card = curated
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OutputError, match="Cannot write the subset to") as caught:
+        instag_hf.save(subset, blocker / "out", card=card)
+    assert isinstance(caught.value, OSError) and not isinstance(caught.value, HubError)
 
 
 def test_save_writes_the_repo_layout(hub_client, curated, tmp_path):
