@@ -60,8 +60,13 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["instag_hf", "instag_hf.*"]),
     package_data={
-        "instag_hf": ["py.typed", "analysis/measurements/*/*.py", "analysis/measurements/*/*.md",
-                      "agreement/metric/*/*.py", "agreement/metric/*/*.md"],
+        "instag_hf": [
+            "py.typed",
+            "analysis/measurements/*/*.py",
+            "analysis/measurements/*/*.md",
+            "agreement/metric/*/*.py",
+            "agreement/metric/*/*.md",
+        ],
         "instag_hf.publishing.templates": ["*.jinja"],
     },
     install_requires=INSTALL_REQUIRES,

@@ -141,13 +141,9 @@ def build_pool(n_samples: int, n_tags: int, zipf: float, seed: int, folder: str)
     offsets = np.concatenate([[0], np.cumsum(per_row)]).astype(np.int32)
     tag_array = pa.array(tags).take(pa.array(picks))
     explanation = pa.array(["synthetic"]).take(pa.array(np.zeros(len(picks), dtype=np.int32)))
-    items = pa.StructArray.from_arrays(
-        [pa.array(turn), tag_array, explanation], names=["turn", "tag", "explanation"]
-    )
+    items = pa.StructArray.from_arrays([pa.array(turn), tag_array, explanation], names=["turn", "tag", "explanation"])
     errors = pa.array(np.where(rng.random(n_samples) < 0.01, "timeout after 3 retries", None).tolist())
-    table = pa.table(
-        {"instag_raw_tags": pa.ListArray.from_arrays(pa.array(offsets), items), "instag_error": errors}
-    )
+    table = pa.table({"instag_raw_tags": pa.ListArray.from_arrays(pa.array(offsets), items), "instag_error": errors})
     features = datasets.Features(
         {
             "instag_raw_tags": datasets.List(
@@ -193,9 +189,7 @@ def fit_in_child(folder: str, artifact: str, queue: multiprocessing.Queue) -> No
     fit_peak = max(peak[0], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     normalizer.save(artifact)
     start = time.perf_counter()
-    mapped = ds.map(
-        normalizer, batched=True, batch_size=10_000, keep_in_memory=True, remove_columns=ds.column_names
-    )
+    mapped = ds.map(normalizer, batched=True, batch_size=10_000, keep_in_memory=True, remove_columns=ds.column_names)
     map_seconds = time.perf_counter() - start
     stop.set()
     queue.put(
@@ -217,9 +211,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300_000, help="rows in the pool (default 300000)")
     parser.add_argument("--tags", type=int, default=12_000, help="distinct raw tags (default 12000)")
     # 0.8: the frequency filter keeps about 70% of 12K tags at 300K samples, as in the paper.
-    parser.add_argument(
-        "--zipf", type=float, default=0.8, help="Zipf exponent of tag frequency (default 0.8)"
-    )
+    parser.add_argument("--zipf", type=float, default=0.8, help="Zipf exponent of tag frequency (default 0.8)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -248,9 +240,7 @@ def main() -> None:
     print(f"peak RSS of the fitting process: {result['fit_peak_rss'] / 2**20:.0f} MiB")
     print(f"map (apply to every row): {result['map_seconds']:.1f} s for {result['mapped_rows']:,} rows")
     print(f"artifact: {result['artifact_bytes'] / 2**20:.1f} MiB")
-    print(
-        f"rows {report['rows']:,} (with instag_error {report['rows_with_error']:,}), queries {report['queries']:,}"
-    )
+    print(f"rows {report['rows']:,} (with instag_error {report['rows_with_error']:,}), queries {report['queries']:,}")
     print(
         "vocabulary: raw {raw_tags:,} -> frequency {after_frequency:,} -> rule {after_rule:,} -> "
         "semantic {after_semantic:,} -> association {after_association:,} "

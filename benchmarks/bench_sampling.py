@@ -134,8 +134,10 @@ def main() -> None:
         column = ds.data.column("instag_tags")
         occurrences = int(pc.sum(pc.list_value_length(column)).as_py())
         distinct = len(pc.unique(pc.list_flatten(column)))  # also pages the whole column in
-        print(f"dataset: {len(ds):,} rows, {distinct:,} distinct tags, {occurrences / len(ds):.2f} tags per row, "
-              f"{occurrences:,} tag occurrences (built in {time.perf_counter() - began:.1f}s)")
+        print(
+            f"dataset: {len(ds):,} rows, {distinct:,} distinct tags, {occurrences / len(ds):.2f} tags per row, "
+            f"{occurrences:,} tag occurrences (built in {time.perf_counter() - began:.1f}s)"
+        )
 
         fast_times, fast_mem = [], []
         for _ in range(args.repeat):
@@ -152,11 +154,15 @@ def main() -> None:
         fast_indices = list(subset["id"])
         info = instag_hf.selection_info(subset)
         fast, median = min(fast_times), statistics.median(fast_times)
-        print(f"instag_hf.sample:   {fast:8.3f} s best, {median:.3f} s median of {args.repeat} runs; "
-              f"{info.n_selected} rows, {info.passes} passes, coverage {info.coverage:.1%}, "
-              f"{info.mean_tags:.2f} tags per row")
-        print(f"                    peak RSS +{max(fast_mem):.0f} MB (largest over the runs), numpy/Python "
-              f"peak {traced_peak:.0f} MB = {traced_peak * 2**20 / occurrences:.1f} bytes per tag occurrence")
+        print(
+            f"instag_hf.sample:   {fast:8.3f} s best, {median:.3f} s median of {args.repeat} runs; "
+            f"{info.n_selected} rows, {info.passes} passes, coverage {info.coverage:.1%}, "
+            f"{info.mean_tags:.2f} tags per row"
+        )
+        print(
+            f"                    peak RSS +{max(fast_mem):.0f} MB (largest over the runs), numpy/Python "
+            f"peak {traced_peak:.0f} MB = {traced_peak * 2**20 / occurrences:.1f} bytes per tag occurrence"
+        )
 
         with PeakRss() as mem:
             began = time.perf_counter()
@@ -167,15 +173,22 @@ def main() -> None:
         del tag_lists
         plain_load, plain_algo = loaded - began, done - loaded
         plain = plain_load + plain_algo
-        print(f"plain Python sets:  {plain:8.3f} s  (to Python lists {plain_load:.3f} s + Algorithm 1 "
-              f"{plain_algo:.3f} s), peak RSS +{mem.delta_mb:.0f} MB")
+        print(
+            f"plain Python sets:  {plain:8.3f} s  (to Python lists {plain_load:.3f} s + Algorithm 1 "
+            f"{plain_algo:.3f} s), peak RSS +{mem.delta_mb:.0f} MB"
+        )
 
         assert fast_indices == plain_indices, "instag_hf.sample and the plain implementation disagree"
         print("indices: identical")
-        print(f"speed-up: {plain / fast:.1f}x end to end, {plain_algo / fast:.1f}x against the plain "
-              f"algorithm alone (its Python lists given for free)")
-        print(f"peak RSS growth: instag_hf {max(fast_mem):.0f} MB, plain implementation {mem.delta_mb:.0f} MB "
-              f"({mem.delta_mb * 2**20 / occurrences:.0f} bytes per tag occurrence)")
+        print(
+            f"speed-up: {plain / fast:.1f}x end to end, {plain_algo / fast:.1f}x against the plain "
+            f"algorithm alone (its Python lists given for free)"
+        )
+        print(
+            f"peak RSS growth: instag_hf {max(fast_mem):.0f} MB, plain implementation {mem.delta_mb:.0f} MB "
+            f"({mem.delta_mb * 2**20 / occurrences:.0f} bytes per tag occurrence)"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -55,8 +55,12 @@ def main() -> None:
     parser.add_argument("--jitter", type=float, default=0.1, help="uniform extra seconds per request")
     parser.add_argument("--concurrency", type=int, default=128, help="server max_concurrent_requests (C)")
     parser.add_argument("--naive-requests", type=int, default=10)
-    parser.add_argument("--slow-rate", type=float, default=0.01,
-                        help="second scenario: this share of requests takes 10 x L (stragglers)")
+    parser.add_argument(
+        "--slow-rate",
+        type=float,
+        default=0.01,
+        help="second scenario: this share of requests takes 10 x L (stragglers)",
+    )
     args = parser.parse_args()
     datasets.disable_progress_bars()
 
@@ -66,7 +70,9 @@ def main() -> None:
         os.environ["INSTAG_ENDPOINT"] = server.url
         mean_latency = args.latency + args.jitter / 2
         bound = args.concurrency / mean_latency
-        print(f"server: C={args.concurrency}, L={args.latency}s + U(0, {args.jitter})s -> bound C/L = {bound:.1f} rows/s")
+        print(
+            f"server: C={args.concurrency}, L={args.latency}s + U(0, {args.jitter})s -> bound C/L = {bound:.1f} rows/s"
+        )
         print(f"rows: {args.rows}, batch_size=1000\n")
 
         results = {}
@@ -76,8 +82,10 @@ def main() -> None:
         ):
             wall, cpu, requests = timed_map(ds, function, server)
             results[name] = args.rows / wall
-            print(f"{name:34s} {args.rows / wall:8.1f} rows/s = {args.rows / wall / bound:.3f} of C/L; "
-                  f"client CPU {1000 * cpu / requests:.2f} ms/request; max in flight {server.stats()['max_in_flight']}")
+            print(
+                f"{name:34s} {args.rows / wall:8.1f} rows/s = {args.rows / wall / bound:.3f} of C/L; "
+                f"client CPU {1000 * cpu / requests:.2f} ms/request; max in flight {server.stats()['max_in_flight']}"
+            )
 
         # Stragglers: a batch that waits for its slowest request leaves slots idle; the
         # async map keeps filling them from the other batches.
@@ -102,19 +110,26 @@ def main() -> None:
             client.text_generation(instag_hf.Tagger().template.render(query), max_new_tokens=512, grammar=grammar)
         naive = args.naive_requests / (time.perf_counter() - start)
         print(f"{'naive InferenceClient loop':34s} {naive:8.1f} rows/s = {naive / bound:.3f} of C/L")
-        print(f"\nasync map / naive loop: {results['ds.map(instag_hf.tag) [async]'] / naive:.0f}x; "
-              f"async / sync map: {results['ds.map(instag_hf.tag) [async]'] / results['ds.map(Tagger(...)) [sync]']:.2f}x")
+        print(
+            f"\nasync map / naive loop: {results['ds.map(instag_hf.tag) [async]'] / naive:.0f}x; "
+            f"async / sync map: {results['ds.map(instag_hf.tag) [async]'] / results['ds.map(Tagger(...)) [sync]']:.2f}x"
+        )
 
-    with start_tgi_server(personality="openai", latency=args.latency, jitter=args.jitter,
-                          max_concurrent_requests=args.concurrency) as server:
+    with start_tgi_server(
+        personality="openai", latency=args.latency, jitter=args.jitter, max_concurrent_requests=args.concurrency
+    ) as server:
         name = "OpenAI-compatible (vLLM) [async]"
         wall, cpu, requests = timed_map(ds, instag_hf.Tagger(server.url, progress=False).atag, server)
         openai_rate = args.rows / wall
         tgi_rate = results["ds.map(instag_hf.tag) [async]"]
-        print(f"\n{name:34s} {openai_rate:8.1f} rows/s = {openai_rate / bound:.3f} of C/L; "
-              f"client CPU {1000 * cpu / requests:.2f} ms/request; max in flight {server.stats()['max_in_flight']}")
-        print(f"OpenAI-compatible / TGI: {openai_rate / bound:.3f} vs {tgi_rate / bound:.3f} of C/L "
-              f"= {openai_rate / tgi_rate:.3f} (target: within 5%)")
+        print(
+            f"\n{name:34s} {openai_rate:8.1f} rows/s = {openai_rate / bound:.3f} of C/L; "
+            f"client CPU {1000 * cpu / requests:.2f} ms/request; max in flight {server.stats()['max_in_flight']}"
+        )
+        print(
+            f"OpenAI-compatible / TGI: {openai_rate / bound:.3f} vs {tgi_rate / bound:.3f} of C/L "
+            f"= {openai_rate / tgi_rate:.3f} (target: within 5%)"
+        )
 
 
 if __name__ == "__main__":

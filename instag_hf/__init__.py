@@ -1,11 +1,11 @@
 """instag_hf: InsTag open-set instruction tagging for Hugging Face datasets.
 
-    ds = ds.map(instag_hf.tag, batched=True)            # + instag_raw_tags, instag_error
-    normalizer = instag_hf.TagNormalizer().fit(ds)
-    ds = ds.map(normalizer, batched=True)                # + instag_tags
-    subset = instag_hf.sample(ds, n=6000)
-    instag_hf.push_to_hub(subset, "me/curated", card=instag_hf.build_card(subset, pool=ds))
-    instag_hf.compare(ds_small_tagger, ds_large_tagger).scores["semantic"].micro_f1
+ds = ds.map(instag_hf.tag, batched=True)            # + instag_raw_tags, instag_error
+normalizer = instag_hf.TagNormalizer().fit(ds)
+ds = ds.map(normalizer, batched=True)                # + instag_tags
+subset = instag_hf.sample(ds, n=6000)
+instag_hf.push_to_hub(subset, "me/curated", card=instag_hf.build_card(subset, pool=ds))
+instag_hf.compare(ds_small_tagger, ds_large_tagger).scores["semantic"].micro_f1
 """
 
 from instag_hf import errors

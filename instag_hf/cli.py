@@ -77,13 +77,19 @@ def main(debug: bool, verbose: bool) -> None:
 
 
 def _dataset_options(func: Any) -> Any:
-    for option in reversed([
-        click.argument("source", required=False, metavar="[DATASET]"),
-        click.option("-d", "--dataset", default=None,
-                     help="Hub dataset id, local folder, or .json/.jsonl/.parquet/.csv file (or give it as DATASET)."),
-        click.option("--split", default=None, help="Split to read (default: train, or the only split)."),
-        click.option("--revision", default=None, help="Branch, tag or commit of a Hub dataset."),
-    ]):
+    for option in reversed(
+        [
+            click.argument("source", required=False, metavar="[DATASET]"),
+            click.option(
+                "-d",
+                "--dataset",
+                default=None,
+                help="Hub dataset id, local folder, or .json/.jsonl/.parquet/.csv file (or give it as DATASET).",
+            ),
+            click.option("--split", default=None, help="Split to read (default: train, or the only split)."),
+            click.option("--revision", default=None, help="Branch, tag or commit of a Hub dataset."),
+        ]
+    ):
         func = option(func)
     return func
 
@@ -96,84 +102,176 @@ def _load(source: str | None, dataset: str | None, split: str | None, revision: 
 
 def _output_option(func: Any) -> Any:
     return click.option(
-        "-o", "--output", required=True, type=click.Path(path_type=Path),
+        "-o",
+        "--output",
+        required=True,
+        type=click.Path(path_type=Path),
         help="Where to write: a folder (save_to_disk), or a .parquet / .jsonl file.",
     )(func)
 
 
 def _tagger_options(func: Any) -> Any:
-    for option in reversed([
-        click.option("--endpoint", default=None, help="Tagging server URL(s), comma-separated (default: $INSTAG_ENDPOINT)."),
-        click.option("--model", default=None, help="Model to ask, for a server that lists several (or with --provider)."),
-        click.option("--server", "server_kind", type=click.Choice(SERVER_KINDS), default=None,
-                     help="Server kind, which decides the structured-output form (detected by default)."),
-        click.option("--provider", default=None,
-                     help="Tag through Hugging Face Inference Providers: 'auto' or a provider name (needs --model)."),
-        click.option("--api-key-env", default=None, metavar="NAME",
-                     help="Name of the environment variable that holds the endpoint's API key "
-                          "(default: INSTAG_API_KEY; the key itself never goes on the command line)."),
-        click.option("--template", default="paper", show_default=True,
-                     help="Prompt: 'paper', 'instagger', or a template text containing {query}."),
-        click.option("--format", "row_format", type=click.Choice(["sharegpt", "messages", "alpaca", "prompt"]),
-                     default=None, help="Row format (detected from the columns by default)."),
-        click.option("--column", default=None, help="Column holding the queries (detected by default)."),
-        click.option("--max-new-tokens", type=click.IntRange(min=1), default=MAX_NEW_TOKENS, show_default=True,
-                     help="Generation budget per answer."),
-        click.option("--concurrency", type=click.IntRange(min=1), default=None,
-                     help="Requests in flight per endpoint (default: adaptive, within the server's limit)."),
-        click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
-                     help="Request cache folder (default: $INSTAG_CACHE_DIR or the datasets cache)."),
-        click.option("--no-cache", is_flag=True, help="Do not read or write the request cache."),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--endpoint", default=None, help="Tagging server URL(s), comma-separated (default: $INSTAG_ENDPOINT)."
+            ),
+            click.option(
+                "--model", default=None, help="Model to ask, for a server that lists several (or with --provider)."
+            ),
+            click.option(
+                "--server",
+                "server_kind",
+                type=click.Choice(SERVER_KINDS),
+                default=None,
+                help="Server kind, which decides the structured-output form (detected by default).",
+            ),
+            click.option(
+                "--provider",
+                default=None,
+                help="Tag through Hugging Face Inference Providers: 'auto' or a provider name (needs --model).",
+            ),
+            click.option(
+                "--api-key-env",
+                default=None,
+                metavar="NAME",
+                help="Name of the environment variable that holds the endpoint's API key "
+                "(default: INSTAG_API_KEY; the key itself never goes on the command line).",
+            ),
+            click.option(
+                "--template",
+                default="paper",
+                show_default=True,
+                help="Prompt: 'paper', 'instagger', or a template text containing {query}.",
+            ),
+            click.option(
+                "--format",
+                "row_format",
+                type=click.Choice(["sharegpt", "messages", "alpaca", "prompt"]),
+                default=None,
+                help="Row format (detected from the columns by default).",
+            ),
+            click.option("--column", default=None, help="Column holding the queries (detected by default)."),
+            click.option(
+                "--max-new-tokens",
+                type=click.IntRange(min=1),
+                default=MAX_NEW_TOKENS,
+                show_default=True,
+                help="Generation budget per answer.",
+            ),
+            click.option(
+                "--concurrency",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Requests in flight per endpoint (default: adaptive, within the server's limit).",
+            ),
+            click.option(
+                "--cache-dir",
+                type=click.Path(path_type=Path),
+                default=None,
+                help="Request cache folder (default: $INSTAG_CACHE_DIR or the datasets cache).",
+            ),
+            click.option("--no-cache", is_flag=True, help="Do not read or write the request cache."),
+        ]
+    ):
         func = option(func)
     return func
 
 
 def _normalizer_options(func: Any) -> Any:
-    for option in reversed([
-        click.option("--min-frequency", type=click.IntRange(min=1), default=None,
-                     help="Queries a raw tag must occur in to be kept (paper: 20; use 1-3 for small pools)."),
-        click.option("--no-frequency-filter", is_flag=True, help="Skip the frequency filter."),
-        click.option("--no-rule", is_flag=True, help="Skip rule aggregation (lowercase, punctuation, stemming)."),
-        click.option("--no-semantic", is_flag=True, help="Skip semantic aggregation (no embedding model needed)."),
-        click.option("--no-association", is_flag=True, help="Skip association aggregation (FP-Growth)."),
-        click.option("--embedding-model", default=None, help="Hub id or folder of the embedding model (semantic step)."),
-        click.option("--semantic-eps", type=float, default=None, help="DBSCAN cosine distance (paper: 0.05)."),
-        click.option("--association-min-support", type=click.IntRange(min=1), default=None,
-                     help="Minimum queries holding a rule's tags (paper: 40)."),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--min-frequency",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Queries a raw tag must occur in to be kept (paper: 20; use 1-3 for small pools).",
+            ),
+            click.option("--no-frequency-filter", is_flag=True, help="Skip the frequency filter."),
+            click.option("--no-rule", is_flag=True, help="Skip rule aggregation (lowercase, punctuation, stemming)."),
+            click.option("--no-semantic", is_flag=True, help="Skip semantic aggregation (no embedding model needed)."),
+            click.option("--no-association", is_flag=True, help="Skip association aggregation (FP-Growth)."),
+            click.option(
+                "--embedding-model", default=None, help="Hub id or folder of the embedding model (semantic step)."
+            ),
+            click.option("--semantic-eps", type=float, default=None, help="DBSCAN cosine distance (paper: 0.05)."),
+            click.option(
+                "--association-min-support",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Minimum queries holding a rule's tags (paper: 40).",
+            ),
+        ]
+    ):
         func = option(func)
     return func
 
 
 def _sampling_options(func: Any) -> Any:
-    for option in reversed([
-        # An empty subset has nothing to publish, and .jsonl/.parquet files of no rows do not read back.
-        click.option("-n", "--n", "n", type=click.IntRange(min=1), required=True, help="Rows to select (>= 1)."),
-        click.option("--strategy", type=click.Choice(STRATEGIES), default="instag", show_default=True,
-                     help="instag: complexity first, then diversity (the paper's Algorithm 1)."),
-        click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of the tie-break shuffle."),
-        click.option("--target-coverage", type=float, default=None, help="Share of the pool's tags to cover, (0, 1]."),
-        click.option("--target-mean-tags", type=float, default=None, help="Mean tags per selected row to aim for."),
-    ]):
+    for option in reversed(
+        [
+            # An empty subset has nothing to publish, and .jsonl/.parquet files of no rows do not read back.
+            click.option("-n", "--n", "n", type=click.IntRange(min=1), required=True, help="Rows to select (>= 1)."),
+            click.option(
+                "--strategy",
+                type=click.Choice(STRATEGIES),
+                default="instag",
+                show_default=True,
+                help="instag: complexity first, then diversity (the paper's Algorithm 1).",
+            ),
+            click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of the tie-break shuffle."),
+            click.option(
+                "--target-coverage", type=float, default=None, help="Share of the pool's tags to cover, (0, 1]."
+            ),
+            click.option("--target-mean-tags", type=float, default=None, help="Mean tags per selected row to aim for."),
+        ]
+    ):
         func = option(func)
     return func
 
 
-def _tagger(endpoint: str | None, model: str | None, server_kind: str | None, provider: str | None,
-            api_key_env: str | None, template: str, row_format: str | None, column: str | None,
-            max_new_tokens: int, concurrency: int | None, cache_dir: Path | None, no_cache: bool) -> Any:
+def _tagger(
+    endpoint: str | None,
+    model: str | None,
+    server_kind: str | None,
+    provider: str | None,
+    api_key_env: str | None,
+    template: str,
+    row_format: str | None,
+    column: str | None,
+    max_new_tokens: int,
+    concurrency: int | None,
+    cache_dir: Path | None,
+    no_cache: bool,
+) -> Any:
     from instag_hf.tagging.tagger import Tagger
 
     cache: bool | Path = False if no_cache else (cache_dir or True)
-    return Tagger(endpoint, model=model, server=server_kind, provider=provider, api_key_env=api_key_env,
-                  template=template, format=row_format, column=column, max_new_tokens=max_new_tokens,
-                  concurrency=concurrency, cache=cache)
+    return Tagger(
+        endpoint,
+        model=model,
+        server=server_kind,
+        provider=provider,
+        api_key_env=api_key_env,
+        template=template,
+        format=row_format,
+        column=column,
+        max_new_tokens=max_new_tokens,
+        concurrency=concurrency,
+        cache=cache,
+    )
 
 
-def _normalizer_settings(min_frequency: int | None, no_frequency_filter: bool, no_rule: bool, no_semantic: bool,
-                         no_association: bool, embedding_model: str | None, semantic_eps: float | None,
-                         association_min_support: int | None) -> dict[str, Any]:
+def _normalizer_settings(
+    min_frequency: int | None,
+    no_frequency_filter: bool,
+    no_rule: bool,
+    no_semantic: bool,
+    no_association: bool,
+    embedding_model: str | None,
+    semantic_eps: float | None,
+    association_min_support: int | None,
+) -> dict[str, Any]:
     given = {
         "min_frequency": min_frequency,
         "frequency_filter": False if no_frequency_filter else None,
@@ -191,22 +289,60 @@ def _split_kwargs(kwargs: dict[str, Any], names: tuple[str, ...]) -> dict[str, A
     return {name: kwargs.pop(name) for name in names}
 
 
-_TAGGER_ARGS = ("endpoint", "model", "server_kind", "provider", "api_key_env", "template", "row_format", "column", "max_new_tokens", "concurrency", "cache_dir", "no_cache")
-_NORMALIZER_ARGS = ("min_frequency", "no_frequency_filter", "no_rule", "no_semantic", "no_association",
-                    "embedding_model", "semantic_eps", "association_min_support")
+_TAGGER_ARGS = (
+    "endpoint",
+    "model",
+    "server_kind",
+    "provider",
+    "api_key_env",
+    "template",
+    "row_format",
+    "column",
+    "max_new_tokens",
+    "concurrency",
+    "cache_dir",
+    "no_cache",
+)
+_NORMALIZER_ARGS = (
+    "min_frequency",
+    "no_frequency_filter",
+    "no_rule",
+    "no_semantic",
+    "no_association",
+    "embedding_model",
+    "semantic_eps",
+    "association_min_support",
+)
 
 
 def _audit_options(func: Any) -> Any:
-    for option in reversed([
-        click.option("--audit-endpoint", default=None,
-                     help="Tag a random sample of the pool again with this (stronger) tagging server and put the "
-                          "agreement in the card."),
-        click.option("--audit-model", default=None, help="The model the audit endpoint must serve (checked first)."),
-        click.option("--audit-rows", type=click.IntRange(min=1), default=DEFAULT_AUDIT_ROWS, show_default=True,
-                     help="Pool rows the audit samples."),
-        click.option("--audit-seed", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="Seed of the audit's sample."),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--audit-endpoint",
+                default=None,
+                help="Tag a random sample of the pool again with this (stronger) tagging server and put the "
+                "agreement in the card.",
+            ),
+            click.option(
+                "--audit-model", default=None, help="The model the audit endpoint must serve (checked first)."
+            ),
+            click.option(
+                "--audit-rows",
+                type=click.IntRange(min=1),
+                default=DEFAULT_AUDIT_ROWS,
+                show_default=True,
+                help="Pool rows the audit samples.",
+            ),
+            click.option(
+                "--audit-seed",
+                type=click.IntRange(min=0),
+                default=0,
+                show_default=True,
+                help="Seed of the audit's sample.",
+            ),
+        ]
+    ):
         func = option(func)
     return func
 
@@ -221,10 +357,22 @@ def _audit_settings(audit: dict[str, Any], tagger_args: dict[str, Any]) -> dict[
         return {}
     # The audit asks its own server, for --audit-model when given (not the pool's --model,
     # --server or --provider), with the same prompt, row format, key variable and cache.
-    audit_tagger = _tagger(**{**tagger_args, "endpoint": audit["audit_endpoint"], "concurrency": None,
-                              "model": audit["audit_model"], "server_kind": None, "provider": None})
-    return {"audit_tagger": audit_tagger, "audit_rows": audit["audit_rows"], "audit_seed": audit["audit_seed"],
-            "audit_model": audit["audit_model"]}
+    audit_tagger = _tagger(
+        **{
+            **tagger_args,
+            "endpoint": audit["audit_endpoint"],
+            "concurrency": None,
+            "model": audit["audit_model"],
+            "server_kind": None,
+            "provider": None,
+        }
+    )
+    return {
+        "audit_tagger": audit_tagger,
+        "audit_rows": audit["audit_rows"],
+        "audit_seed": audit["audit_seed"],
+        "audit_model": audit["audit_model"],
+    }
 
 
 # ------------------------------------------------------------------ commands
@@ -233,13 +381,28 @@ def _audit_settings(audit: dict[str, Any], tagger_args: dict[str, Any]) -> dict[
 @main.command()
 @_dataset_options
 @_tagger_options
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Where to write: a folder (save_to_disk), or a .parquet / .jsonl file (not with --dry-run).")
-@click.option("--dry-run", is_flag=True,
-              help="Count the requests the run would send (after the request cache) and their prompt tokens; "
-                   "send none, write nothing.")
-def tag(source: str | None, dataset: str | None, split: str | None, revision: str | None, output: Path | None,
-        dry_run: bool, **kwargs: Any) -> None:
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write: a folder (save_to_disk), or a .parquet / .jsonl file (not with --dry-run).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Count the requests the run would send (after the request cache) and their prompt tokens; "
+    "send none, write nothing.",
+)
+def tag(
+    source: str | None,
+    dataset: str | None,
+    split: str | None,
+    revision: str | None,
+    output: Path | None,
+    dry_run: bool,
+    **kwargs: Any,
+) -> None:
     """Tag every user query with intention tags (adds instag_raw_tags, instag_error)."""
     if (output is None) != dry_run:
         raise click.UsageError("Give -o/--output to tag, or --dry-run to only count (not both).")
@@ -253,21 +416,40 @@ def tag(source: str | None, dataset: str | None, split: str | None, revision: st
     dataset_io.write_dataset(tagged, output)
     failed = sum(1 for error in tagged["instag_error"] if error)
     s = tagger.stats
-    click.echo(f"Tagged {len(tagged)} rows ({failed} with an instag_error; {s.requests} requests, "
-               f"{s.cache_hits} answers from cache; {s.prompt_tokens} prompt tokens, "
-               f"{s.generated_tokens} generated tokens) -> {output}")
+    click.echo(
+        f"Tagged {len(tagged)} rows ({failed} with an instag_error; {s.requests} requests, "
+        f"{s.cache_hits} answers from cache; {s.prompt_tokens} prompt tokens, "
+        f"{s.generated_tokens} generated tokens) -> {output}"
+    )
 
 
 @main.command()
 @_dataset_options
 @_normalizer_options
-@click.option("--normalizer", "saved", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Apply this saved normalizer instead of fitting one.")
-@click.option("--save-normalizer", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the fitted normalizer (JSON) here, for `instag card/push --normalizer`.")
+@click.option(
+    "--normalizer",
+    "saved",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Apply this saved normalizer instead of fitting one.",
+)
+@click.option(
+    "--save-normalizer",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the fitted normalizer (JSON) here, for `instag card/push --normalizer`.",
+)
 @_output_option
-def normalize(source: str | None, dataset: str | None, split: str | None, revision: str | None,
-              saved: Path | None, save_normalizer: Path | None, output: Path, **kwargs: Any) -> None:
+def normalize(
+    source: str | None,
+    dataset: str | None,
+    split: str | None,
+    revision: str | None,
+    saved: Path | None,
+    save_normalizer: Path | None,
+    output: Path,
+    **kwargs: Any,
+) -> None:
     """Fit a TagNormalizer on a tagged dataset and add the normalized instag_tags."""
     from instag_hf.normalization.normalizer import TagNormalizer
 
@@ -280,8 +462,14 @@ def normalize(source: str | None, dataset: str | None, split: str | None, revisi
     if save_normalizer is not None:
         normalizer.save(save_normalizer)
     r = normalizer.report
-    steps = (f": {r.raw_tags} raw -> {r.after_frequency} frequency -> {r.after_rule} rule -> "
-             f"{r.after_semantic} semantic -> {r.after_association} association") if r else ""
+    steps = (
+        (
+            f": {r.raw_tags} raw -> {r.after_frequency} frequency -> {r.after_rule} rule -> "
+            f"{r.after_semantic} semantic -> {r.after_association} association"
+        )
+        if r
+        else ""
+    )
     click.echo(f"Normalized {len(normalized)} rows, {len(normalizer.vocabulary)} tags{steps} -> {output}")
 
 
@@ -289,20 +477,35 @@ def normalize(source: str | None, dataset: str | None, split: str | None, revisi
 @_dataset_options
 @click.option("--pool", default=None, help="The pool the dataset was sampled from, to measure coverage against.")
 @click.option("--top-k", type=click.IntRange(min=0), default=20, show_default=True, help="Most common tags to list.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write every figure as JSON here.")
-def analyze(source: str | None, dataset: str | None, split: str | None, revision: str | None, pool: str | None,
-            top_k: int, json_path: Path | None) -> None:
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write every figure as JSON here.",
+)
+def analyze(
+    source: str | None,
+    dataset: str | None,
+    split: str | None,
+    revision: str | None,
+    pool: str | None,
+    top_k: int,
+    json_path: Path | None,
+) -> None:
     """Measure diversity (unique tags, coverage) and complexity (tags per row)."""
     from instag_hf.analysis.stats import analyze as measure
 
-    stats = measure(_load(source, dataset, split, revision), pool=dataset_io.load_source(pool) if pool else None,
-                    top_k=top_k)
+    stats = measure(
+        _load(source, dataset, split, revision), pool=dataset_io.load_source(pool) if pool else None, top_k=top_k
+    )
     if json_path is not None:
         json_path.write_text(json.dumps(stats.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     click.echo(f"rows: {stats.rows} ({stats.rows_without_tags} without tags)")
-    click.echo(f"diversity: {stats.unique_tags} unique tags, coverage {stats.coverage:.1%} of "
-               f"{stats.vocabulary_size} ({stats.vocabulary_source} vocabulary)")
+    click.echo(
+        f"diversity: {stats.unique_tags} unique tags, coverage {stats.coverage:.1%} of "
+        f"{stats.vocabulary_size} ({stats.vocabulary_source} vocabulary)"
+    )
     click.echo(f"complexity: {stats.mean_tags:.2f} tags per row (median {stats.median_tags:g}, max {stats.max_tags})")
     for name, count in stats.top_tags:
         click.echo(f"{count:>8}  {name}")
@@ -312,8 +515,9 @@ def analyze(source: str | None, dataset: str | None, split: str | None, revision
 @_dataset_options
 @_sampling_options
 @_output_option
-def sample(source: str | None, dataset: str | None, split: str | None, revision: str | None, output: Path,
-           **kwargs: Any) -> None:
+def sample(
+    source: str | None, dataset: str | None, split: str | None, revision: str | None, output: Path, **kwargs: Any
+) -> None:
     """Select a complex and diverse subset of a normalized dataset."""
     from instag_hf.sampling.sampler import sample as select
     from instag_hf.sampling.sampler import selection_info
@@ -329,18 +533,37 @@ def sample(source: str | None, dataset: str | None, split: str | None, revision:
 @main.command()
 @_dataset_options
 @click.option("--pool", default=None, help="The normalized pool the subset was sampled from.")
-@click.option("--normalizer", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="The saved normalizer (its report goes into the card).")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for README.md and the plots.")
-def card(source: str | None, dataset: str | None, split: str | None, revision: str | None, pool: str | None,
-         normalizer: Path | None, output: Path) -> None:
+@click.option(
+    "--normalizer",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The saved normalizer (its report goes into the card).",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for README.md and the plots.",
+)
+def card(
+    source: str | None,
+    dataset: str | None,
+    split: str | None,
+    revision: str | None,
+    pool: str | None,
+    normalizer: Path | None,
+    output: Path,
+) -> None:
     """Write the dataset card (README.md with statistics) and its plots for a subset."""
     from instag_hf.normalization.normalizer import TagNormalizer
 
-    written = pipeline.write_card(_load(source, dataset, split, revision), output,
-                                  pool=dataset_io.load_source(pool) if pool else None,
-                                  normalizer=TagNormalizer.load(normalizer) if normalizer else None)
+    written = pipeline.write_card(
+        _load(source, dataset, split, revision),
+        output,
+        pool=dataset_io.load_source(pool) if pool else None,
+        normalizer=TagNormalizer.load(normalizer) if normalizer else None,
+    )
     click.echo(f"Card written -> {written}")
 
 
@@ -348,12 +571,25 @@ def card(source: str | None, dataset: str | None, split: str | None, revision: s
 @_dataset_options
 @click.option("--repo", required=True, help="Hub dataset repo to push to (created if missing).")
 @click.option("--pool", default=None, help="The normalized pool, for the card's statistics.")
-@click.option("--normalizer", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Saved normalizer to publish with the data (and describe in the card).")
+@click.option(
+    "--normalizer",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Saved normalizer to publish with the data (and describe in the card).",
+)
 @click.option("--private", is_flag=True, help="Create the repo private.")
 @click.option("--create-pr", is_flag=True, help="Open a pull request instead of committing to main.")
-def push(source: str | None, dataset: str | None, split: str | None, revision: str | None, repo: str,
-         pool: str | None, normalizer: Path | None, private: bool, create_pr: bool) -> None:
+def push(
+    source: str | None,
+    dataset: str | None,
+    split: str | None,
+    revision: str | None,
+    repo: str,
+    pool: str | None,
+    normalizer: Path | None,
+    private: bool,
+    create_pr: bool,
+) -> None:
     """Push a subset with its card, plots and normalizer to the Hub in one commit."""
     from instag_hf.normalization.normalizer import TagNormalizer
     from instag_hf.publishing.card import build_card
@@ -372,13 +608,26 @@ def push(source: str | None, dataset: str | None, split: str | None, revision: s
 @_normalizer_options
 @_sampling_options
 @click.option("--push-to", "--repo-id", "push_to", default=None, help="Hub dataset repo to publish to.")
-@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Local folder to write to (same layout as the Hub repo).")
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Local folder to write to (same layout as the Hub repo).",
+)
 @click.option("--private", is_flag=True, help="With --push-to: create the repo private.")
 @click.option("--create-pr", is_flag=True, help="With --push-to: open a pull request instead of committing.")
 @_audit_options
-def run(source: str | None, dataset: str | None, split: str | None, revision: str | None, push_to: str | None,
-        output_dir: Path | None, private: bool, create_pr: bool, **kwargs: Any) -> None:
+def run(
+    source: str | None,
+    dataset: str | None,
+    split: str | None,
+    revision: str | None,
+    push_to: str | None,
+    output_dir: Path | None,
+    private: bool,
+    create_pr: bool,
+    **kwargs: Any,
+) -> None:
     """The whole chain: tag, normalize, analyze, sample, then push or save with a card."""
     try:  # before any work: a run that cannot publish should not tag first
         pipeline.check_destination(push_to, output_dir)
@@ -388,10 +637,22 @@ def run(source: str | None, dataset: str | None, split: str | None, revision: st
     tagger_args = _split_kwargs(kwargs, _TAGGER_ARGS)
     tagger = _tagger(**tagger_args)
     normalizer = _normalizer_settings(**_split_kwargs(kwargs, _NORMALIZER_ARGS))
-    result = pipeline.run_chain(_load(source, dataset, split, revision), tagger=tagger, normalizer=normalizer,
-                                **_audit_settings(audit, tagger_args), **kwargs)
-    where = pipeline.publish(result, push_to=push_to, output_dir=output_dir, private=private or None,
-                             create_pr=create_pr, source=source or dataset, source_revision=revision)
+    result = pipeline.run_chain(
+        _load(source, dataset, split, revision),
+        tagger=tagger,
+        normalizer=normalizer,
+        **_audit_settings(audit, tagger_args),
+        **kwargs,
+    )
+    where = pipeline.publish(
+        result,
+        push_to=push_to,
+        output_dir=output_dir,
+        private=private or None,
+        create_pr=create_pr,
+        source=source or dataset,
+        source_revision=revision,
+    )
     click.echo(f"{result.summary()}\n-> {where}")
 
 
@@ -401,21 +662,59 @@ def run(source: str | None, dataset: str | None, split: str | None, revision: st
 @click.option("--split", default=None, help="Split to read from both datasets (default: train, or the only split).")
 @click.option("--column-a", default=None, help="Tag column of A (default: instag_raw_tags, else instag_tags).")
 @click.option("--column-b", default=None, help="Tag column of B (with B omitted: a second tag column of A).")
-@click.option("--mode", type=click.Choice(["all", "exact", "semantic"]), default="all", show_default=True,
-              help="exact: raw strings and rule keys; semantic: embedding matches (loads the embedding model).")
-@click.option("--threshold", type=click.FloatRange(-1.0, 1.0), default=DEFAULT_THRESHOLD, show_default=True,
-              help="Cosine similarity a semantic match must exceed.")
+@click.option(
+    "--mode",
+    type=click.Choice(["all", "exact", "semantic"]),
+    default="all",
+    show_default=True,
+    help="exact: raw strings and rule keys; semantic: embedding matches (loads the embedding model).",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(-1.0, 1.0),
+    default=DEFAULT_THRESHOLD,
+    show_default=True,
+    help="Cosine similarity a semantic match must exceed.",
+)
 @click.option("--embedding-model", default=None, help="Hub id or folder of the embedding model (semantic matching).")
-@click.option("--format", "row_format", type=click.Choice(["sharegpt", "messages", "alpaca", "prompt"]),
-              default=None, help="Row format of both datasets (detected from the columns by default).")
+@click.option(
+    "--format",
+    "row_format",
+    type=click.Choice(["sharegpt", "messages", "alpaca", "prompt"]),
+    default=None,
+    help="Row format of both datasets (detected from the columns by default).",
+)
 @click.option("--query-column", default=None, help="Column holding the queries (detected by default).")
-@click.option("--top-k", type=click.IntRange(min=0), default=20, show_default=True,
-              help="Most often missed and invented tags to report.")
-@click.option("--json", "json_path", is_flag=False, flag_value="-", default=None, metavar="[PATH]",
-              help="Write every figure as JSON to PATH; --json alone prints the JSON instead of the table.")
-def compare(dataset_a: str, dataset_b: str | None, split: str | None, column_a: str | None, column_b: str | None,
-            mode: str, threshold: float, embedding_model: str | None, row_format: str | None,
-            query_column: str | None, top_k: int, json_path: str | None) -> None:
+@click.option(
+    "--top-k",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Most often missed and invented tags to report.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    is_flag=False,
+    flag_value="-",
+    default=None,
+    metavar="[PATH]",
+    help="Write every figure as JSON to PATH; --json alone prints the JSON instead of the table.",
+)
+def compare(
+    dataset_a: str,
+    dataset_b: str | None,
+    split: str | None,
+    column_a: str | None,
+    column_b: str | None,
+    mode: str,
+    threshold: float,
+    embedding_model: str | None,
+    row_format: str | None,
+    query_column: str | None,
+    top_k: int,
+    json_path: str | None,
+) -> None:
     """Measure how well the tags of A (the candidate tagger) agree with those of B (the reference),
     aligning rows by their queries: exact and semantic precision, recall and F1, micro and macro,
     the tags A most often misses and invents, and the agreement per turn of multi-turn rows.
@@ -424,8 +723,18 @@ def compare(dataset_a: str, dataset_b: str | None, split: str | None, column_a: 
 
     ds_a = dataset_io.load_source(dataset_a, split)
     ds_b = dataset_io.load_source(dataset_b, split) if dataset_b else None
-    result = measure(ds_a, ds_b, column_a=column_a, column_b=column_b, mode=mode, threshold=threshold,
-                     embedding_model=embedding_model, format=row_format, query_column=query_column, top_k=top_k)
+    result = measure(
+        ds_a,
+        ds_b,
+        column_a=column_a,
+        column_b=column_b,
+        mode=mode,
+        threshold=threshold,
+        embedding_model=embedding_model,
+        format=row_format,
+        query_column=query_column,
+        top_k=top_k,
+    )
     text = json.dumps(result.to_dict(), indent=1, ensure_ascii=False) + "\n"
     if json_path == "-":
         click.echo(text, nl=False)
@@ -436,17 +745,30 @@ def compare(dataset_a: str, dataset_b: str | None, split: str | None, column_a: 
 
 
 @main.command(name="refresh")
-@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path),
-              help="YAML file listing the targets (see the README for its format).")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="YAML file listing the targets (see the README for its format).",
+)
 @click.option("--target", "only", multiple=True, help="Refresh only this repo (repeatable).")
 @click.option("--force", is_flag=True, help="Rebuild even when the source and settings are unchanged.")
-@click.option("--dry-run", is_flag=True,
-              help="Say what would be rebuilt, and how many requests and prompt tokens that takes; tag and push nothing.")
-@click.option("--api-key-env", default=None, metavar="NAME",
-              help="Name of the variable holding the endpoint's API key, for targets whose config names none "
-                   "(default: INSTAG_API_KEY).")
-def refresh_command(config_path: Path, only: tuple[str, ...], force: bool, dry_run: bool,
-                    api_key_env: str | None) -> None:
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Say what would be rebuilt, and how many requests and prompt tokens that takes; tag and push nothing.",
+)
+@click.option(
+    "--api-key-env",
+    default=None,
+    metavar="NAME",
+    help="Name of the variable holding the endpoint's API key, for targets whose config names none "
+    "(default: INSTAG_API_KEY).",
+)
+def refresh_command(
+    config_path: Path, only: tuple[str, ...], force: bool, dry_run: bool, api_key_env: str | None
+) -> None:
     """Rebuild Hub targets whose source changed, tagging only new queries (for CI).
 
     Exit codes: 0 every target updated, proposed or up to date; 1 a target failed (the

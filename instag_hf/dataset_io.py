@@ -33,14 +33,21 @@ try:  # the HTTP client under huggingface_hub: httpx2 since 2.x, httpx before
 except ImportError:  # pragma: no cover
     # Both packages are typed, so mypy sees the fallback as a redefinition with another type;
     # at run time only one of the two is imported.
-    from httpx import TransportError  # type: ignore[no-redef,assignment]
+    from httpx import TransportError  # type: ignore[no-redef]
 
 #: Data-file extension -> the ``datasets`` builder that reads it.
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 #: Extensions :func:`write_dataset` writes as one file; any other path becomes a folder.
 
-__all__ = ["FILE_BUILDERS", "is_hub_id", "is_local", "is_saved_dataset", "load_source", "source_revision",
-           "write_dataset"]
+__all__ = [
+    "FILE_BUILDERS",
+    "is_hub_id",
+    "is_local",
+    "is_saved_dataset",
+    "load_source",
+    "source_revision",
+    "write_dataset",
+]
 
 
 def load_source(source: str, split: str | None = None, revision: str | None = None) -> Dataset:
@@ -110,7 +117,6 @@ def source_revision(source: str, revision: str | None = None) -> str:
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
-
 
     try:
         sha = HfApi().dataset_info(source, revision=revision).sha
@@ -267,8 +273,11 @@ def unreachable_hub(
     """
     hidden = secrets if secrets is not None else [huggingface_hub.get_token() or ""]
     detail = scrub_secrets(f"{type(error).__name__}: {error}".rstrip(": "), hidden)
-    return HubError(f"Cannot reach the Hub at {huggingface_hub.constants.ENDPOINT} to {what} ({detail}): check the "
-                    f"network or HF_ENDPOINT{', ' + then if then else '.'}", **context)
+    return HubError(
+        f"Cannot reach the Hub at {huggingface_hub.constants.ENDPOINT} to {what} ({detail}): check the "
+        f"network or HF_ENDPOINT{', ' + then if then else '.'}",
+        **context,
+    )
 
 
 def scrub_secrets(text: str, secrets: list[str]) -> str:

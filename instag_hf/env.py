@@ -108,7 +108,6 @@ def request_timeout() -> float:
     return check_timeout(raw, ENV_REQUEST_TIMEOUT) if raw else DEFAULT_REQUEST_TIMEOUT
 
 
-
 def api_key(variable: str | None = None) -> str | None:
     """The API key in ``variable`` (default ``INSTAG_API_KEY``), None when unset or blank."""
     value = os.environ.get(variable or ENV_API_KEY, "").strip()

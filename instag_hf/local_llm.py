@@ -77,8 +77,10 @@ class LlamaCppServer:
         code = self.process.poll()
         if code is None:
             return None
-        return (f"The llama.cpp server at {self.url} died ({exit_status(code)}); "
-                f"its log ({self.log}) ends with:\n{log_tail(self.log)}")
+        return (
+            f"The llama.cpp server at {self.url} died ({exit_status(code)}); "
+            f"its log ({self.log}) ends with:\n{log_tail(self.log)}"
+        )
 
     def check(self) -> None:
         """Raise :class:`EndpointError` with the reason if the server is no longer running."""
@@ -135,8 +137,21 @@ def start_llama_cpp(
     url = f"http://127.0.0.1:{port}"
     log = Path(log_path) if log_path is not None else Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-               "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(max(1, threads))]
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(gguf),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(n_ctx),
+        "--n_threads",
+        str(max(1, threads)),
+    ]
     forget_dead_server(url)  # the port may have served another process before
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -178,7 +193,9 @@ def exit_status(code: int) -> str:
     except ValueError:
         return f"killed by signal {-code}"
     description = signal.strsignal(number) or ""
-    return f"killed by signal {number.name} ({description.lower()})" if description else f"killed by signal {number.name}"
+    return (
+        f"killed by signal {number.name} ({description.lower()})" if description else f"killed by signal {number.name}"
+    )
 
 
 def log_tail(log: Path, lines: int = 20) -> str:

@@ -70,11 +70,15 @@ class ChainResult:
         """A few lines for a terminal or a CI log."""
         pool, sub = self.pool_stats, self.subset_stats
         lines = [
-            (f"pool: {pool.rows} rows, {pool.unique_tags} tags, {pool.mean_tags:.2f} tags/row "
-             f"(tagging requests sent: {self.requests}, answered from cache: {self.cache_hits}; "
-             f"{self.prompt_tokens} prompt tokens, {self.generated_tokens} generated tokens)"),
-            (f"subset: {sub.rows} rows, {sub.unique_tags} tags ({sub.coverage:.1%} of the pool's), "
-             f"{sub.mean_tags:.2f} tags/row"),
+            (
+                f"pool: {pool.rows} rows, {pool.unique_tags} tags, {pool.mean_tags:.2f} tags/row "
+                f"(tagging requests sent: {self.requests}, answered from cache: {self.cache_hits}; "
+                f"{self.prompt_tokens} prompt tokens, {self.generated_tokens} generated tokens)"
+            ),
+            (
+                f"subset: {sub.rows} rows, {sub.unique_tags} tags ({sub.coverage:.1%} of the pool's), "
+                f"{sub.mean_tags:.2f} tags/row"
+            ),
         ]
         if self.audit is not None:
             lines.append(self.audit.describe())
@@ -200,8 +204,20 @@ def run_chain(
     if audit_tagger is not None:
         report = audit(pool, audit_tagger, rows=audit_rows, seed=audit_seed, pool_tagger=tagger, model=audit_model,
                        embedding_model=normalizer.config.embedding_model)  # fmt: skip
-    return ChainResult(pool, subset, normalizer, pool_stats, subset_stats, requests, cache_hits, notes, tagger,
-                       prompt_tokens, generated_tokens, report)
+    return ChainResult(
+        pool,
+        subset,
+        normalizer,
+        pool_stats,
+        subset_stats,
+        requests,
+        cache_hits,
+        notes,
+        tagger,
+        prompt_tokens,
+        generated_tokens,
+        report,
+    )
 
 
 def check_destination(push_to: str | None, output_dir: str | os.PathLike[str] | None) -> None:
@@ -211,8 +227,9 @@ def check_destination(push_to: str | None, output_dir: str | os.PathLike[str] | 
         ConfigurationError: Neither or both.
     """
     if (push_to is None) == (output_dir is None):
-        raise ConfigurationError("Give exactly one destination: a Hub repo (--push-to REPO) or a folder "
-                                 "(--output-dir DIR).")
+        raise ConfigurationError(
+            "Give exactly one destination: a Hub repo (--push-to REPO) or a folder (--output-dir DIR)."
+        )
 
 
 def publish(
@@ -250,16 +267,29 @@ def publish(
 
     check_destination(push_to, output_dir)
     card = build_card(
-        result.subset, pool=result.pool_stats, normalizer=result.normalizer, tagger=result.tagger,
-        source=source, source_revision=source_revision, repo_id=push_to, audit=result.audit,
+        result.subset,
+        pool=result.pool_stats,
+        normalizer=result.normalizer,
+        tagger=result.tagger,
+        source=source,
+        source_revision=source_revision,
+        repo_id=push_to,
+        audit=result.audit,
         stats=result.subset_stats,  # run_chain measured the subset against the pool already
     )
     if push_to is None:
-        folder = save(result.subset, output_dir, card=card, normalizer=result.normalizer,  # type: ignore[arg-type]
-                      extra_files=extra_files)
+        assert output_dir is not None  # check_destination: exactly one of the two is set
+        folder = save(result.subset, output_dir, card=card, normalizer=result.normalizer, extra_files=extra_files)
         return str(folder)
-    info = push_to_hub(result.subset, push_to, card=card, normalizer=result.normalizer, private=private,
-                       create_pr=create_pr, extra_files=extra_files)
+    info = push_to_hub(
+        result.subset,
+        push_to,
+        card=card,
+        normalizer=result.normalizer,
+        private=private,
+        create_pr=create_pr,
+        extra_files=extra_files,
+    )
     return str(info.pr_url or info.commit_url)
 
 

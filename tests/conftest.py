@@ -71,9 +71,28 @@ def tls_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     names = "DNS:*.endpoints.huggingface.cloud,DNS:other-host.example,DNS:localhost,IP:127.0.0.1"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-                    "/CN=instag-test", "-addext", f"subjectAltName={names}", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=instag-test",
+            "-addext",
+            f"subjectAltName={names}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return str(cert), str(key)
 
 
@@ -96,10 +115,18 @@ def constrained_completion(server) -> dict:
     from instag_hf.tagging.prompts import TAGS_JSON_SCHEMA, get_template
 
     prompt = get_template("paper").render("Write a haiku about the sea.")
-    path, body = build_request(LLAMACPP, "smollm2", prompt, False, {"max_new_tokens": 64, "do_sample": False},
-                               TAGS_JSON_SCHEMA, first_form(LLAMACPP))
-    request = urllib.request.Request(server.url + path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+    path, body = build_request(
+        LLAMACPP,
+        "smollm2",
+        prompt,
+        False,
+        {"max_new_tokens": 64, "do_sample": False},
+        TAGS_JSON_SCHEMA,
+        first_form(LLAMACPP),
+    )
+    request = urllib.request.Request(
+        server.url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
             return json.loads(response.read())

@@ -68,8 +68,22 @@ QUICK = ("--min-frequency", "2", "--no-semantic")
 
 def test_run_to_output_dir(tgi, pool_file, tmp_path):
     out = tmp_path / "curated"
-    result = invoke("run", "--dataset", pool_file, "--endpoint", tgi.url, "-n", 8, "--seed", 0, *QUICK,
-                    "--cache-dir", tmp_path / "requests", "--output-dir", out)
+    result = invoke(
+        "run",
+        "--dataset",
+        pool_file,
+        "--endpoint",
+        tgi.url,
+        "-n",
+        8,
+        "--seed",
+        0,
+        *QUICK,
+        "--cache-dir",
+        tmp_path / "requests",
+        "--output-dir",
+        out,
+    )
     assert_ok(result)
     assert "pool: 40 rows" in result.output and "subset: 8 rows" in result.output
     assert {"README.md", "normalizer.json", "data", "plots"} <= {p.name for p in out.iterdir()}
@@ -88,8 +102,20 @@ def test_run_to_output_dir(tgi, pool_file, tmp_path):
 def test_run_push_to_hub_with_default_normalizer(tgi, hub_client, pool_file, tmp_path):
     """The default normalizer (semantic aggregation with the packaged embedding model included)."""
     repo = "alice/cli-run-push"
-    result = invoke("run", pool_file, "--endpoint", tgi.url, "-n", 6, "--min-frequency", 2,
-                    "--cache-dir", tmp_path / "requests", "--push-to", repo)
+    result = invoke(
+        "run",
+        pool_file,
+        "--endpoint",
+        tgi.url,
+        "-n",
+        6,
+        "--min-frequency",
+        2,
+        "--cache-dir",
+        tmp_path / "requests",
+        "--push-to",
+        repo,
+    )
     assert_ok(result)
     commits = hub_client.commits(repo)
     assert len(commits) == 2  # the initial commit, then one commit with everything
@@ -119,15 +145,20 @@ def test_single_steps_chain_through_files(tgi, hub_client, pool_file, tmp_path):
     assert_ok(result)
     assert "pool vocabulary" in result.output
     card_dir = tmp_path / "card"
-    assert_ok(invoke("card", "-d", subset, "--pool", normalized, "--normalizer", tmp_path / "norm.json", "-o", card_dir))
+    assert_ok(
+        invoke("card", "-d", subset, "--pool", normalized, "--normalizer", tmp_path / "norm.json", "-o", card_dir)
+    )
     assert "InsTag" in (card_dir / "README.md").read_text() and (card_dir / "plots").is_dir()
     # applying the saved normalizer again gives the same tags
     again = tmp_path / "again"
     assert_ok(invoke("normalize", tagged, "--normalizer", tmp_path / "norm.json", "-o", again))
-    assert datasets.load_from_disk(str(again))["instag_tags"] == datasets.load_dataset(
-        "parquet", data_files=str(normalized), split="train")["instag_tags"]
-    result = invoke("push", subset, "--repo", "alice/cli-push", "--pool", normalized,
-                    "--normalizer", tmp_path / "norm.json")
+    assert (
+        datasets.load_from_disk(str(again))["instag_tags"]
+        == datasets.load_dataset("parquet", data_files=str(normalized), split="train")["instag_tags"]
+    )
+    result = invoke(
+        "push", subset, "--repo", "alice/cli-push", "--pool", normalized, "--normalizer", tmp_path / "norm.json"
+    )
     assert_ok(result)
     assert "normalizer.json" in hub_client.files("alice/cli-push")
 
@@ -135,8 +166,22 @@ def test_single_steps_chain_through_files(tgi, hub_client, pool_file, tmp_path):
 def test_run_reads_a_hub_dataset(tgi, hub_client, tmp_path):
     datasets.Dataset.from_list(make_rows(30, seed=3)).push_to_hub("alice/cli-source")
     out = tmp_path / "out"
-    result = invoke("run", "-d", "alice/cli-source", "--split", "train", "--endpoint", tgi.url, "-n", 5, *QUICK,
-                    "--cache-dir", tmp_path / "req", "--output-dir", out)
+    result = invoke(
+        "run",
+        "-d",
+        "alice/cli-source",
+        "--split",
+        "train",
+        "--endpoint",
+        tgi.url,
+        "-n",
+        5,
+        *QUICK,
+        "--cache-dir",
+        tmp_path / "req",
+        "--output-dir",
+        out,
+    )
     assert_ok(result)
     assert "pool: 30 rows" in result.output
     assert "alice/cli-source" in (out / "README.md").read_text()
@@ -179,14 +224,36 @@ def test_no_endpoint_says_how_to_set_one(pool_file, tmp_path):
 
 
 def test_tiny_pool_normalizer_error_says_what_to_lower(tgi, pool_file, tmp_path):
-    result = invoke("run", pool_file, "--endpoint", tgi.url, "-n", 2, "--no-semantic", "--cache-dir",
-                    tmp_path / "req", "--output-dir", tmp_path / "o")  # min_frequency 20 on 40 rows
+    result = invoke(
+        "run",
+        pool_file,
+        "--endpoint",
+        tgi.url,
+        "-n",
+        2,
+        "--no-semantic",
+        "--cache-dir",
+        tmp_path / "req",
+        "--output-dir",
+        tmp_path / "o",
+    )  # min_frequency 20 on 40 rows
     assert_one_line_error(result, "min_frequency")
 
 
 def test_sampling_more_rows_than_the_pool_is_one_line(tgi, pool_file, tmp_path):
-    result = invoke("run", pool_file, "--endpoint", tgi.url, "-n", 500, *QUICK, "--cache-dir", tmp_path / "req",
-                    "--output-dir", tmp_path / "o")
+    result = invoke(
+        "run",
+        pool_file,
+        "--endpoint",
+        tgi.url,
+        "-n",
+        500,
+        *QUICK,
+        "--cache-dir",
+        tmp_path / "req",
+        "--output-dir",
+        tmp_path / "o",
+    )
     assert_one_line_error(result, "500")
 
 
@@ -198,8 +265,20 @@ def test_destination_is_required_once(pool_file, tmp_path):
 
 
 def test_debug_shows_the_original_exception(pool_file, tmp_path):
-    result = CliRunner().invoke(main, ["--debug", "run", str(pool_file), "-n", "2", "--cache-dir",
-                                       str(tmp_path / "req"), "--output-dir", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "--debug",
+            "run",
+            str(pool_file),
+            "-n",
+            "2",
+            "--cache-dir",
+            str(tmp_path / "req"),
+            "--output-dir",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code != 0
     assert isinstance(result.exception, NoEndpointError)
 
@@ -216,12 +295,14 @@ def test_an_endpoint_refusing_connections_from_the_start_is_one_line_in_bounded_
 
 
 @pytest.mark.parametrize("value", ["abc", "-5", "0"])
-def test_a_bad_request_timeout_is_one_line_when_used_and_never_read_at_import(tgi, pool_file, tmp_path,
-                                                                              monkeypatch, value):
+def test_a_bad_request_timeout_is_one_line_when_used_and_never_read_at_import(
+    tgi, pool_file, tmp_path, monkeypatch, value
+):
     env = {**os.environ, "INSTAG_REQUEST_TIMEOUT": value}
     for command in (["-c", "import instag_hf"], ["-m", "instag_hf.cli", "--help"]):
-        done = subprocess.run([sys.executable, *command], env=env, capture_output=True, text=True, cwd=REPO_ROOT,
-                              timeout=300, check=False)
+        done = subprocess.run(
+            [sys.executable, *command], env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, check=False
+        )
         assert done.returncode == 0, done.stderr[-2000:]
     monkeypatch.setenv("INSTAG_REQUEST_TIMEOUT", value)
     result = invoke("tag", pool_file, "--endpoint", tgi.url, "--cache-dir", tmp_path / "req", "-o", tmp_path / "o")
@@ -261,8 +342,19 @@ def test_an_empty_dataset_written_to_a_folder_reads_back(tmp_path):
 
 def test_the_tagging_bar_is_closed_when_tagging_ends(tgi, pool_file, tmp_path):
     # The bar's last line is its rate: it must cover tagging only, not the rest of the chain.
-    result = invoke("run", pool_file, "--endpoint", tgi.url, "-n", 4, *QUICK, "--cache-dir", tmp_path / "req",
-                    "--output-dir", tmp_path / "o")
+    result = invoke(
+        "run",
+        pool_file,
+        "--endpoint",
+        tgi.url,
+        "-n",
+        4,
+        *QUICK,
+        "--cache-dir",
+        tmp_path / "req",
+        "--output-dir",
+        tmp_path / "o",
+    )
     assert_ok(result)
     err = result.stderr
     assert "InsTag tagging" in err and "InsTag normalizing" in err
@@ -284,8 +376,19 @@ def test_the_card_names_the_model_that_tagged_the_rows(tgi, pool_file, tmp_path)
     assert f"`{first_model}`" in line and "another-model" not in line  # from the rows, not the server
 
     tgi.reset()
-    result = invoke("run", pool_file, "--endpoint", tgi.url, "-n", 5, *QUICK, "--cache-dir", tmp_path / "req",
-                    "--output-dir", tmp_path / "run")
+    result = invoke(
+        "run",
+        pool_file,
+        "--endpoint",
+        tgi.url,
+        "-n",
+        5,
+        *QUICK,
+        "--cache-dir",
+        tmp_path / "req",
+        "--output-dir",
+        tmp_path / "run",
+    )
     assert_ok(result)
     assert "tagging requests sent: 40" in result.output  # the new model tags again: nothing reused
     assert len(tgi.stats()["queries"]) == 40

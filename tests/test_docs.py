@@ -65,7 +65,7 @@ def test_the_endpoints_table_names_every_server_kind():
 
     text = README.read_text(encoding="utf-8")
     section = text.split("## Endpoints", 1)[1]
-    table = section[section.index("| server kind"):].split("\n\n", 1)[0]
+    table = section[section.index("| server kind") :].split("\n\n", 1)[0]
     rows = [line for line in table.splitlines() if line.startswith("| `")]
     assert {row.split("`")[1] for row in rows} == set(SERVER_KINDS)
     assert "Inference Providers" in table and "INSTAG_ROUTER_URL" in table

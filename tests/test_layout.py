@@ -64,7 +64,9 @@ def imports_of(module: str, path: Path) -> list[tuple[str, bool]]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             names = [f"{base}.{alias.name}" for alias in node.names]
         else:
             continue
@@ -114,7 +116,7 @@ def test_module_level_imports_form_no_cycle():
         if node in done:
             return
         if node in visiting:
-            cycles.append(" -> ".join(trail[trail.index(node):] + [node]))
+            cycles.append(" -> ".join(trail[trail.index(node) :] + [node]))
             return
         visiting.add(node)
         for nxt in sorted(graph[node]):

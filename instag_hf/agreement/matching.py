@@ -188,8 +188,9 @@ class TagMatcher:
             return 1.0
         return float(self._similarities(np.array([0]), np.array([1]), [a, b])[0])
 
-    def match(self, predictions: Sequence[Sequence[str | None] | None],
-              references: Sequence[Sequence[str | None] | None]) -> Matches:
+    def match(
+        self, predictions: Sequence[Sequence[str | None] | None], references: Sequence[Sequence[str | None] | None]
+    ) -> Matches:
         """Match ``predictions`` against ``references`` row by row.
 
         Args:
@@ -256,9 +257,7 @@ class TagMatcher:
             return pred_hit, ref_hit
         # Rows never share a tag element, so one matrix over every row is block-diagonal and
         # its maximum matching is the union of each row's maximum matching: one scipy call.
-        graph = csr_matrix(
-            (np.ones(pair_p.size, dtype=np.int8), (pair_p, pair_r)), shape=(len(p.ids), len(r.ids))
-        )
+        graph = csr_matrix((np.ones(pair_p.size, dtype=np.int8), (pair_p, pair_r)), shape=(len(p.ids), len(r.ids)))
         partner = maximum_bipartite_matching(graph, perm_type="column")
         pred_hit = partner >= 0
         ref_hit[partner[pred_hit]] = True

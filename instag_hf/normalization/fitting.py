@@ -93,9 +93,7 @@ def fit_vocabulary(occ: Occurrences, config: NormalizerConfig) -> FittedVocabula
     logger.info("Tag vocabulary per step: %s", counts)
 
     mapping = {
-        tag: level.names[group]
-        for tag, group in sorted(zip(occ.vocabulary, level.group_of_tag.tolist()))
-        if group >= 0
+        tag: level.names[group] for tag, group in sorted(zip(occ.vocabulary, level.group_of_tag.tolist())) if group >= 0
     }
     return FittedVocabulary(
         mapping=mapping,

@@ -91,7 +91,5 @@ class Level:
         examples = []
         for group in biggest[:_EXAMPLES]:
             olds = sorted(members[group], key=lambda old: (-int(self.counts[old]), self.names[old]))
-            examples.append(
-                {"into": merged.names[group], "merged": [self.names[old] for old in olds[:_MEMBERS]]}
-            )
+            examples.append({"into": merged.names[group], "merged": [self.names[old] for old in olds[:_MEMBERS]]})
         return examples

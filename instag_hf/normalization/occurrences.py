@@ -68,9 +68,7 @@ def group_query_counts(occ: Occurrences, group_of_tag: np.ndarray, n_groups: int
     return np.bincount(pairs[1], minlength=n_groups)
 
 
-def unique_group_pairs(
-    occ: Occurrences, group_of_tag: np.ndarray, n_groups: int
-) -> tuple[np.ndarray, np.ndarray]:
+def unique_group_pairs(occ: Occurrences, group_of_tag: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """Distinct (query, group) pairs after mapping raw tags to groups, sorted by query."""
     groups = group_of_tag[occ.tags]
     keep = groups >= 0

@@ -201,8 +201,17 @@ def build_card(
         "selection": selection.to_dict() if selection else None,
         "version": _library_version(),
         "date": Safe(_card_date(date)),
-        "repro": _reproduction(source, source_revision, split, repo_id, tagged_by, normalizer, selection, column,
-                               None if isinstance(tagger, Mapping) else tagger),
+        "repro": _reproduction(
+            source,
+            source_revision,
+            split,
+            repo_id,
+            tagged_by,
+            normalizer,
+            selection,
+            column,
+            None if isinstance(tagger, Mapping) else tagger,
+        ),
     }
     content = environment().get_template(TEMPLATE_NAME).render(**context)
     images = render_plots(stats, top_k=top_k) if plots else {}
@@ -275,8 +284,18 @@ def _histogram(stats: TagStats) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-_TAGGER_KEYS = ("kind", "model", "model_sha", "template", "template_sha256", "queries", "cache_hits",
-                "prompt_tokens", "generated_tokens", "unmetered")
+_TAGGER_KEYS = (
+    "kind",
+    "model",
+    "model_sha",
+    "template",
+    "template_sha256",
+    "queries",
+    "cache_hits",
+    "prompt_tokens",
+    "generated_tokens",
+    "unmetered",
+)
 
 
 def _tagger_context(tagger: Any | None, subset: Dataset) -> dict[str, Any] | None:
@@ -294,8 +313,13 @@ def _tagger_context(tagger: Any | None, subset: Dataset) -> dict[str, Any] | Non
         context.update(template=tagger.template.name, template_sha256=tagger.template.sha256)
         stats = tagger.stats
         if stats.requests or stats.cache_hits:  # the cost of this build, as the servers counted it
-            context.update(queries=stats.answered, cache_hits=stats.cache_hits, prompt_tokens=stats.prompt_tokens,
-                           generated_tokens=stats.generated_tokens, unmetered=stats.unmetered)
+            context.update(
+                queries=stats.answered,
+                cache_hits=stats.cache_hits,
+                prompt_tokens=stats.prompt_tokens,
+                generated_tokens=stats.generated_tokens,
+                unmetered=stats.unmetered,
+            )
     if recorded is not None:
         context.update({key: value for key, value in recorded.items() if key in _TAGGER_KEYS})
         return context

@@ -160,8 +160,9 @@ def _commit(
         path = api.hf_hub_download(repo_id, README, repo_type="dataset", revision=head)
         readme = _load_readme(path, where)
     with tempfile.TemporaryDirectory(prefix="instag-push-") as staging:
-        layout = _stage(subset, card, normalizer, Path(staging), readme, existing, max_shard_size, extra_files,
-                        readme_name=where)
+        layout = _stage(
+            subset, card, normalizer, Path(staging), readme, existing, max_shard_size, extra_files, readme_name=where
+        )
         operations: list[CommitOperationAdd | CommitOperationDelete] = [
             CommitOperationAdd(p, str(layout.root / p)) for p in layout.files
         ]
@@ -213,12 +214,15 @@ def save(
         existing = {
             p.relative_to(root).as_posix(): p.stat().st_size for p in (root / DATA_DIR).glob("*") if p.is_file()
         }
-        layout = _stage(subset, card, normalizer, root, readme, existing, max_shard_size, extra_files,
-                        readme_name=where)
+        layout = _stage(
+            subset, card, normalizer, root, readme, existing, max_shard_size, extra_files, readme_name=where
+        )
         for path in layout.stale:
             (root / path).unlink()
     except OSError as error:
-        raise OutputError(f"Cannot write the subset to {str(root)!r}: {error}. Check the path and its permissions.") from None
+        raise OutputError(
+            f"Cannot write the subset to {str(root)!r}: {error}. Check the path and its permissions."
+        ) from None
     logger.info("Wrote %d files to %s", len(layout.files), root)
     return root
 
@@ -396,17 +400,23 @@ def _merged_card(
     files[split_info.name] = f"{DATA_DIR}/{split_info.name}-*"
     config = {**configs.get(CONFIG_NAME, {}), "data_files": [{"split": s, "path": p} for s, p in files.items()]}
     MetadataConfigs({CONFIG_NAME: config}).to_dataset_card_data(data)
-    DatasetInfosDict({CONFIG_NAME: _dataset_info(data, subset, split_info, uploaded, deleted)}).to_dataset_card_data(data)
+    DatasetInfosDict({CONFIG_NAME: _dataset_info(data, subset, split_info, uploaded, deleted)}).to_dataset_card_data(
+        data
+    )
     merged = DatasetCard(card.content)  # a copy: the caller's card is left as it was
     merged.data = data
     return merged
 
 
-def _dataset_info(data: DatasetCardData, subset: Dataset, split_info: SplitInfo, uploaded: int, deleted: int) -> DatasetInfo:
+def _dataset_info(
+    data: DatasetCardData, subset: Dataset, split_info: SplitInfo, uploaded: int, deleted: int
+) -> DatasetInfo:
     # As Dataset.push_to_hub does: other splits of the config are kept (they must share the
     # features), and the sizes are adjusted by what this push removed and added.
     previous = DatasetInfosDict.from_dataset_card_data(data).get(CONFIG_NAME)
-    others = [s for s in (previous.splits.values() if previous and previous.splits else []) if s.name != split_info.name]
+    others = [
+        s for s in (previous.splits.values() if previous and previous.splits else []) if s.name != split_info.name
+    ]
     if others and previous.features != subset.features:
         raise HubError(
             f"The repo's split(s) {[s.name for s in others]} have other columns than this subset: publish to a "
@@ -429,8 +439,13 @@ def _hub_error(error: Exception, repo_id: str, endpoint: str, secrets: list[str]
         detail = scrub_secrets(error.server_message or str(error).splitlines()[0], secrets)
         return HubError(_advice(status, repo_id, endpoint, detail), repo_id=repo_id, status=status)
     if isinstance(error, TransportError):
-        return unreachable_hub(error, f"push to {repo_id}", secrets, then=f"then push again. Nothing was "
-                               f"committed to {repo_id}.", repo_id=repo_id)
+        return unreachable_hub(
+            error,
+            f"push to {repo_id}",
+            secrets,
+            then=f"then push again. Nothing was committed to {repo_id}.",
+            repo_id=repo_id,
+        )
     return HubError(f"Invalid Hub request for {repo_id!r}: {scrub_secrets(str(error), secrets)}", repo_id=repo_id)
 
 
@@ -453,5 +468,3 @@ def _advice(status: int | None, repo_id: str, endpoint: str, detail: str) -> str
         return (f"The Hub at {endpoint} failed ({status}: {detail}). Try again later; {unchanged[0].lower()}"
                 f"{unchanged[1:]}")  # fmt: skip
     return f"The Hub rejected the push to {repo_id} ({status}: {detail}). {unchanged}"
-
-

@@ -95,9 +95,7 @@ def _sh(value: object) -> str:
     if not any(_breaks_line(c) for c in text):
         return Safe(shlex.quote(text))
     # bash's $'...' keeps the value exact without putting a line break into the block.
-    escaped = "".join(
-        f"\\u{ord(c):04x}" if _breaks_line(c) else ("\\" + c if c in "\\'" else c) for c in text
-    )
+    escaped = "".join(f"\\u{ord(c):04x}" if _breaks_line(c) else ("\\" + c if c in "\\'" else c) for c in text)
     return Safe(f"$'{escaped}'")
 
 
@@ -116,6 +114,7 @@ def fmt_dec(value: float | None, digits: int = 2) -> str:
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     """The Environment card templates render in (cached; templates are package data)."""
+
     def load(name: str) -> str:
         return importlib.resources.files(TEMPLATES_PACKAGE).joinpath(name).read_text(encoding="utf-8")
 

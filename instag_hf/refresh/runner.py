@@ -55,7 +55,12 @@ _STATE_VERSION = 1
 
 #: Outcome statuses, and whether a CI job should fail on them.
 UPDATED, PR_OPENED, UP_TO_DATE, PR_PENDING, WOULD_UPDATE, FAILED = (
-    "updated", "pr-opened", "up-to-date", "pr-pending", "would-update", "failed",
+    "updated",
+    "pr-opened",
+    "up-to-date",
+    "pr-pending",
+    "would-update",
+    "failed",
 )
 
 __all__ = ["STATE_FILE", "TAGS_FILE", "TargetOutcome", "load_config", "refresh", "refresh_target"]
@@ -147,8 +152,7 @@ def refresh(
     if not isinstance(config, RefreshConfig):
         config = load_config(config)
     check_env_name(api_key_env)
-    targets = [t if t.api_key_env or not api_key_env else replace(t, api_key_env=api_key_env)
-               for t in config.targets]
+    targets = [t if t.api_key_env or not api_key_env else replace(t, api_key_env=api_key_env) for t in config.targets]
     if only:
         unknown = sorted(set(only) - {t.repo for t in targets})
         if unknown:
@@ -193,9 +197,17 @@ def refresh_target(target: TargetConfig, *, force: bool = False, dry_run: bool =
             return outcome
     is_hub = not is_local(src.id)
     ds = load_source(src.id, split=src.split, revision=revision if is_hub else None)
-    tagger = Tagger(target.endpoint, model=target.model, server=target.server, provider=target.provider,
-                    api_key_env=target.api_key_env, template=target.template, format=src.format, column=src.column,
-                    max_new_tokens=target.max_new_tokens)
+    tagger = Tagger(
+        target.endpoint,
+        model=target.model,
+        server=target.server,
+        provider=target.provider,
+        api_key_env=target.api_key_env,
+        template=target.template,
+        format=src.format,
+        column=src.column,
+        max_new_tokens=target.max_new_tokens,
+    )
     identity = _tagger_identity(tagger)
     store = tag_store.merge_stores(
         _read_store(target.repo, state["commit"]) for _, state in states if state.get("tagger") == identity
@@ -205,13 +217,20 @@ def refresh_target(target: TargetConfig, *, force: bool = False, dry_run: bool =
         new_rows = tag_store.rows_to_tag(store, keys)
         plan = tagger.plan(ds.select(new_rows))
         outcome.status, outcome.rows = WOULD_UPDATE, len(ds)
-        outcome.message = (f"dry run: would tag {len(new_rows)} of {len(ds)} rows ({plan.to_send} requests after the "
-                           f"request cache, ~{plan.prompt_tokens} prompt tokens); nothing tagged or pushed")
+        outcome.message = (
+            f"dry run: would tag {len(new_rows)} of {len(ds)} rows ({plan.to_send} requests after the "
+            f"request cache, ~{plan.prompt_tokens} prompt tokens); nothing tagged or pushed"
+        )
         return outcome
     pool, reused, tagged = tag_store.tag_reusing(ds, tagger, store, keys)
     result = run_chain(
-        pool, target.n, normalizer=target.normalizer, strategy=target.strategy, seed=target.seed,
-        target_coverage=target.target_coverage, target_mean_tags=target.target_mean_tags,
+        pool,
+        target.n,
+        normalizer=target.normalizer,
+        strategy=target.strategy,
+        seed=target.seed,
+        target_coverage=target.target_coverage,
+        target_mean_tags=target.target_mean_tags,
     )
     new_state = {
         "format": _STATE_FORMAT,
@@ -227,8 +246,15 @@ def refresh_target(target: TargetConfig, *, force: bool = False, dry_run: bool =
         TAGS_FILE: tag_store.store_to_bytes(tag_store.build_store(pool, keys)),
     }
     result.tagger = tagger
-    url = publish(result, push_to=target.repo, private=target.private or None, create_pr=target.create_pr,
-                  source=src.id, source_revision=revision if is_hub else None, extra_files=files)
+    url = publish(
+        result,
+        push_to=target.repo,
+        private=target.private or None,
+        create_pr=target.create_pr,
+        source=src.id,
+        source_revision=revision if is_hub else None,
+        extra_files=files,
+    )
     outcome.status = PR_OPENED if target.create_pr else UPDATED
     outcome.rows, outcome.rows_reused, outcome.rows_tagged = len(pool), reused, tagged
     outcome.requests = tagger.stats.requests
@@ -301,8 +327,10 @@ def _download(repo: str, filename: str, commit: str) -> bytes:
     from huggingface_hub.errors import HfHubHTTPError
 
     try:
-        with hub_bars_follow_datasets(), open(hf_hub_download(repo, filename, repo_type="dataset", revision=commit),
-                                              "rb") as handle:
+        with (
+            hub_bars_follow_datasets(),
+            open(hf_hub_download(repo, filename, repo_type="dataset", revision=commit), "rb") as handle,
+        ):
             return handle.read()
     except TransportError as error:
         raise unreachable_hub(error, f"download {filename} of {repo!r}") from error

@@ -166,18 +166,26 @@ class EndpointAuth:
         head = f"Tagging endpoint {url} refused {path} with HTTP {status} ({what[:200]})."
         source = self.source_for(url)
         if source:
-            advice = (f"The key sent was read from {source}: check that it is valid for this endpoint "
-                      f"and may call it; to send another, {_HOW_TO_SET}.")
+            advice = (
+                f"The key sent was read from {source}: check that it is valid for this endpoint "
+                f"and may call it; to send another, {_HOW_TO_SET}."
+            )
             if source == _HF_TOKEN_SOURCE:
-                advice = (f"The key sent was {source}: check that it may call this endpoint (Inference "
-                          "Providers need a token allowed to make calls to them), or send another key: "
-                          f"{_HOW_TO_SET}.")
+                advice = (
+                    f"The key sent was {source}: check that it may call this endpoint (Inference "
+                    "Providers need a token allowed to make calls to them), or send another key: "
+                    f"{_HOW_TO_SET}."
+                )
         elif is_hf_inference_url(url):
-            advice = ("No key was sent: no Hugging Face token was found; run `hf auth login` or set HF_TOKEN, "
-                      f"or {_HOW_TO_SET}.")
+            advice = (
+                "No key was sent: no Hugging Face token was found; run `hf auth login` or set HF_TOKEN, "
+                f"or {_HOW_TO_SET}."
+            )
         else:
-            advice = (f"No key was sent: {_HOW_TO_SET}. (A key given in Python, Tagger(api_key=...) or headers=, "
-                      "is never pickled, so num_proc workers do not have it: use the environment there.)")
+            advice = (
+                f"No key was sent: {_HOW_TO_SET}. (A key given in Python, Tagger(api_key=...) or headers=, "
+                "is never pickled, so num_proc workers do not have it: use the environment there.)"
+            )
         return AuthenticationError(f"{head} {advice} Nothing was retried.", url=url, status=status)
 
     def __repr__(self) -> str:

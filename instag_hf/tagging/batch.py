@@ -48,8 +48,9 @@ def fit_query(query: str, limit: int | None, long_queries: str) -> tuple[str | N
     if limit is None or len(query) <= limit:
         return query, None
     if long_queries == "error":
-        return None, (f"query of {len(query)} characters exceeds the server's input limit "
-                      f"(~{limit} characters); not sent")
+        return None, (
+            f"query of {len(query)} characters exceeds the server's input limit (~{limit} characters); not sent"
+        )
     return query[:limit], f"query truncated from {len(query)} to {limit} characters to fit the server's input limit"
 
 

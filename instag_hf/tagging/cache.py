@@ -132,8 +132,10 @@ class RequestCache:
                         companion.replace(aside.with_name(aside.name + suffix))
                 self.path.replace(aside)
             except OSError as move_error:
-                raise CacheError(self._advice(f"is damaged ({error}) and could not be moved aside ({move_error})"),
-                                 path=str(self.path)) from error
+                raise CacheError(
+                    self._advice(f"is damaged ({error}) and could not be moved aside ({move_error})"),
+                    path=str(self.path),
+                ) from error
         logger.warning("The request cache %s is damaged (%s): moved it aside to %s and started a new one; "
                        "answers it held will be asked again.", self.path, error, aside)  # fmt: skip
 
@@ -169,8 +171,11 @@ class RequestCache:
         """Store one answer, committed before returning."""
         answer = valid_text(answer)  # SQLite stores UTF-8: a lone surrogate could not be written
         row = (key, answer, time.time(), entry_checksum(key, answer.encode("utf-8")))
-        self._run(lambda conn: conn.execute(
-            "INSERT OR REPLACE INTO answers (key, answer, created, checksum) VALUES (?, ?, ?, ?)", row))
+        self._run(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO answers (key, answer, created, checksum) VALUES (?, ?, ?, ?)", row
+            )
+        )
 
     def __len__(self) -> int:
         return int(self._run(lambda conn: conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0]))

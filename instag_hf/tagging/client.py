@@ -216,7 +216,9 @@ class TaggingClient:
         parsed: ParseResult | None = None
         for attempt in range(1 + self.parse_retries):
             # A greedy re-ask would repeat the same answer: later asks sample, seeded.
-            params = self.params if attempt == 0 else {**self.params, "do_sample": True, "temperature": 0.7, "seed": attempt}
+            params = (
+                self.params if attempt == 0 else {**self.params, "do_sample": True, "temperature": 0.7, "seed": attempt}
+            )
             if attempt:
                 self.stats.reasked += 1
             text, error = await self._generate(prompt, params)
@@ -306,16 +308,21 @@ class TaggingClient:
         if not self._failures or silent_for < self.fail_fast_seconds:
             return
         what = "; ".join(
-            f"{url} failed {count} attempt{'s' * (count > 1)} (last: {last})" for url, (count, last) in self._failures.items()
+            f"{url} failed {count} attempt{'s' * (count > 1)} (last: {last})"
+            for url, (count, last) in self._failures.items()
         )
-        kept = "every answer received so far is cached and will not be asked again" if self.cache is not None else (
-            "the request cache is off, so every query will be asked again"
+        kept = (
+            "every answer received so far is cached and will not be asked again"
+            if self.cache is not None
+            else ("the request cache is off, so every query will be asked again")
         )
-        self._declare_dead(EndpointError(
-            f"No tagging endpoint answered for {silent_for:.0f}s: {what}. The endpoint looks down or hung: "
-            f"check it and run the same map again; {kept}.",
-            url=next(iter(self._failures)),
-        ))
+        self._declare_dead(
+            EndpointError(
+                f"No tagging endpoint answered for {silent_for:.0f}s: {what}. The endpoint looks down or hung: "
+                f"check it and run the same map again; {kept}.",
+                url=next(iter(self._failures)),
+            )
+        )
 
     def _declare_dead(self, error: EndpointError) -> None:
         self._fatal = error
@@ -363,8 +370,14 @@ class TaggingClient:
         if self._forms[url] != form:
             return True  # another request of this endpoint already fell back
         self._forms[url] = weaker
-        logger.warning("%s refused the %s response format (HTTP %s: %s); using %s for this endpoint from now on",
-                       url, form, status, error[:200], weaker)
+        logger.warning(
+            "%s refused the %s response format (HTTP %s: %s); using %s for this endpoint from now on",
+            url,
+            form,
+            status,
+            error[:200],
+            weaker,
+        )
         return True
 
     def _session_for_loop(self) -> aiohttp.ClientSession:

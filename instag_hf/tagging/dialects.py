@@ -71,7 +71,7 @@ def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
     """
     if isinstance(schema, Mapping):
         return {k: strict_schema(v) for k, v in schema.items() if k not in ("minItems", "maxItems")}
-    return schema  # type: ignore[return-value]
+    return schema
 
 
 def build_request(
@@ -102,8 +102,10 @@ def build_request(
     if form == TGI_GRAMMAR:
         body["response_format"] = {"type": "json", "value": wrapped}
     elif form == JSON_SCHEMA:
-        body["response_format"] = {"type": "json_schema",
-                                   "json_schema": {"name": SCHEMA_NAME, "schema": strict_schema(wrapped), "strict": True}}
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": SCHEMA_NAME, "schema": strict_schema(wrapped), "strict": True},
+        }
     else:
         body["response_format"] = {"type": "json_object", "schema": wrapped}
     return "/v1/chat/completions", {k: v for k, v in body.items() if v is not None}

@@ -56,11 +56,16 @@ class TaggingPlan:
     def describe(self) -> str:
         """One paragraph for a terminal."""
         where = f" to {self.model} on server kind {self.kind}" if self.model else ""
-        cache = (f"{self.cached:,} answered by the request cache" if self.cache_checked
-                 else "request cache not checked" + ("" if self.model else " (no endpoint configured)"))
-        return (f"Dry run: {self.rows:,} rows, {self.queries:,} user queries ({self.distinct:,} distinct); {cache}; "
-                f"would send {self.to_send:,} requests{where}, about {self.prompt_tokens:,} prompt tokens "
-                f"(at ~{ESTIMATE_CHARS_PER_TOKEN} characters per token). Nothing was sent.")
+        cache = (
+            f"{self.cached:,} answered by the request cache"
+            if self.cache_checked
+            else "request cache not checked" + ("" if self.model else " (no endpoint configured)")
+        )
+        return (
+            f"Dry run: {self.rows:,} rows, {self.queries:,} user queries ({self.distinct:,} distinct); {cache}; "
+            f"would send {self.to_send:,} requests{where}, about {self.prompt_tokens:,} prompt tokens "
+            f"(at ~{ESTIMATE_CHARS_PER_TOKEN} characters per token). Nothing was sent."
+        )
 
 
 def plan(tagger: Tagger, ds: Dataset, *, batch_size: int = 1000) -> TaggingPlan:

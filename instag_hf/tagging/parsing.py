@@ -275,26 +275,17 @@ def _finish(
 
     notes = []
     if cut == "cut":
-        notes.append(
-            f"answer was cut off: kept the {len(items)} whole {_plural(len(items), 'item')} "
-            "before the cut"
-        )
+        notes.append(f"answer was cut off: kept the {len(items)} whole {_plural(len(items), 'item')} before the cut")
     elif cut:
-        notes.append(
-            f"dropped the rest of the list after {len(items)} {_plural(len(items), 'item')} ({cut})"
-        )
+        notes.append(f"dropped the rest of the list after {len(items)} {_plural(len(items), 'item')} ({cut})")
     if not_tags:
         notes.append(
-            "dropped 1 item that is not a tag"
-            if not_tags == 1
-            else f"dropped {not_tags} items that are not tags"
+            "dropped 1 item that is not a tag" if not_tags == 1 else f"dropped {not_tags} items that are not tags"
         )
     if blank:
         notes.append(f"dropped {blank} blank {_plural(blank, 'tag')}")
     if too_long:
-        notes.append(
-            f"dropped {too_long} {_plural(too_long, 'tag')} longer than {MAX_TAG_CHARS} characters"
-        )
+        notes.append(f"dropped {too_long} {_plural(too_long, 'tag')} longer than {MAX_TAG_CHARS} characters")
     if invalid:
         notes.append(
             f"dropped {invalid} {_plural(invalid, 'tag')} that {'is' if invalid == 1 else 'are'} not valid text "

@@ -45,8 +45,14 @@ class TaggingProgress:
     def _postfix(self, in_flight: int, refresh: bool = True) -> None:
         s = self.stats
         self.bar.set_postfix(
-            in_flight=in_flight, requests=s.requests, cached=s.cache_hits, retries=s.retries, errors=s.failed,
-            prompt_tok=s.prompt_tokens, gen_tok=s.generated_tokens, refresh=refresh,
+            in_flight=in_flight,
+            requests=s.requests,
+            cached=s.cache_hits,
+            retries=s.retries,
+            errors=s.failed,
+            prompt_tok=s.prompt_tokens,
+            gen_tok=s.generated_tokens,
+            refresh=refresh,
         )
 
     def close(self) -> None:

@@ -109,9 +109,7 @@ class PromptTemplate:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigurationError(f"PromptTemplate needs a non-empty name, got {self.name!r}")
         if not isinstance(self.text, str):
-            raise ConfigurationError(
-                f"PromptTemplate text must be a string, got {type(self.text).__name__}"
-            )
+            raise ConfigurationError(f"PromptTemplate text must be a string, got {type(self.text).__name__}")
         count = self.text.count(PLACEHOLDER)
         if count != 1:
             raise ConfigurationError(
@@ -178,8 +176,7 @@ def get_template(spec: str | PromptTemplate = "paper") -> PromptTemplate:
         return spec
     if not isinstance(spec, str):
         raise ConfigurationError(
-            f"prompt must be a template name, a template text or a PromptTemplate, got "
-            f"{type(spec).__name__}"
+            f"prompt must be a template name, a template text or a PromptTemplate, got {type(spec).__name__}"
         )
     builtin = BUILTIN_TEMPLATES.get(spec.strip().lower())
     if builtin is not None:

@@ -91,8 +91,7 @@ class RowFormat:
             raise ConfigurationError(f"RowFormat needs a column name, got {self.column!r}")
         if self.input_column is not None and self.kind != "alpaca":
             raise ConfigurationError(
-                f"input_column={self.input_column!r} only applies to format='alpaca', not "
-                f"{self.kind!r}: drop it"
+                f"input_column={self.input_column!r} only applies to format='alpaca', not {self.kind!r}: drop it"
             )
 
 
@@ -113,15 +112,10 @@ def _unknown_format(name: object) -> str:
 
 
 def _missing_column(column: str, names: list[str]) -> str:
-    return (
-        f"Column {column!r} is not in the dataset (columns: {names}): name one of them with "
-        f"Tagger(column=...)"
-    )
+    return f"Column {column!r} is not in the dataset (columns: {names}): name one of them with Tagger(column=...)"
 
 
-def detect_format(
-    column_names: Iterable[str], format: str | None = None, column: str | None = None
-) -> RowFormat:
+def detect_format(column_names: Iterable[str], format: str | None = None, column: str | None = None) -> RowFormat:
     """Decide which column holds the queries, and in which format.
 
     Args:
@@ -255,10 +249,7 @@ def _single(value: Any) -> RowQueries:
     query, problem = _clean(value)
     if query is None:
         if isinstance(value, list):
-            problem = (
-                f"{problem}; if this column holds conversations, pass "
-                "format='sharegpt' or format='messages'"
-            )
+            problem = f"{problem}; if this column holds conversations, pass format='sharegpt' or format='messages'"
         return RowQueries([], problem)
     return RowQueries([(0, query)], None)
 
@@ -291,9 +282,7 @@ def _conversation(turns: Any, column: str) -> RowQueries:
         if role is None:
             role = turn.get("role")
         # Exact role names are the common case; only odd spellings pay for strip/lower.
-        if type(role) is not str or (
-            role not in _USER_ROLES and role.strip().lower() not in _USER_ROLES
-        ):
+        if type(role) is not str or (role not in _USER_ROLES and role.strip().lower() not in _USER_ROLES):
             continue
         text = turn.get("value")
         if text is None:
@@ -305,9 +294,7 @@ def _conversation(turns: Any, column: str) -> RowQueries:
             queries.append((user_turn, query))
         user_turn += 1
     if user_turn == 0:
-        roles = sorted(
-            {str(t.get("from") or t.get("role")) for t in turns if isinstance(t, Mapping)}
-        )
+        roles = sorted({str(t.get("from") or t.get("role")) for t in turns if isinstance(t, Mapping)})
         problems.append(f"no user turn in {column}" + (f" (roles seen: {roles})" if roles else ""))
     elif user_turn == 1 and len(problems) == 1 and problems[0].startswith("turn 0: "):
         # A single-turn conversation reads like a prompt row: the turn number adds nothing.

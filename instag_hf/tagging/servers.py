@@ -112,7 +112,10 @@ def detect_servers(
     async def detect_all() -> list[ServerInfo | EndpointError]:
         async with new_session(connector) as session:
             found = await asyncio.gather(
-                *(detect(session, url, auth, timeout=timeout, server=server, model=model, router=router) for url in urls),
+                *(
+                    detect(session, url, auth, timeout=timeout, server=server, model=model, router=router)
+                    for url in urls
+                ),
                 return_exceptions=True,
             )
         for outcome in found:
@@ -165,8 +168,9 @@ async def detect(
                 url=url,
             )
         if server == TGI:
-            raise EndpointError(f"Tagging endpoint {url} was given as TGI but GET /info answered {status}: {error}",
-                                url=url)
+            raise EndpointError(
+                f"Tagging endpoint {url} was given as TGI but GET /info answered {status}: {error}", url=url
+            )
     status, listing, error = await _get(session, url, "/v1/models", auth, timeout)
     if status in (401, 403):
         raise auth.refused(url, "/v1/models", status, error)
@@ -182,16 +186,22 @@ async def detect(
     chosen = _choose_model(url, models, model, router)
     kind = server or (OPENAI if router else _kind_of(chosen, models))
     max_len = chosen.get("max_model_len") if chosen else None  # vLLM says its context length
-    return ServerInfo(url=url, kind=kind, model_id=chosen["id"] if chosen else str(model),
-                      max_concurrent_requests=_IN_FLIGHT.get(kind),
-                      max_total_tokens=max_len if isinstance(max_len, int) else None)
+    return ServerInfo(
+        url=url,
+        kind=kind,
+        model_id=chosen["id"] if chosen else str(model),
+        max_concurrent_requests=_IN_FLIGHT.get(kind),
+        max_total_tokens=max_len if isinstance(max_len, int) else None,
+    )
 
 
 def _tgi_info(url: str, info: dict[str, Any], model: str | None) -> ServerInfo:
     served = str(info["model_id"])
     if model is not None and model != served:
-        raise ConfigurationError(f"Tagging endpoint {url} is TGI serving {served!r}, not {model!r}: "
-                                 "TGI serves one model; point the Tagger at a server of the model you want")
+        raise ConfigurationError(
+            f"Tagging endpoint {url} is TGI serving {served!r}, not {model!r}: "
+            "TGI serves one model; point the Tagger at a server of the model you want"
+        )
     return ServerInfo(
         url=url,
         kind=TGI,
@@ -210,7 +220,9 @@ def _choose_model(url: str, models: list[dict[str, Any]], model: str | None, rou
         if len(models) == 1:
             return models[0]
         if not models:
-            raise ConfigurationError(f"Tagging endpoint {url} lists no model: name one with Tagger(model=...) / --model")
+            raise ConfigurationError(
+                f"Tagging endpoint {url} lists no model: name one with Tagger(model=...) / --model"
+            )
         raise ConfigurationError(
             f"Tagging endpoint {url} serves {len(ids)} models ({few}): choose one with Tagger(model=...), "
             "--model or model: in the refresh config"
@@ -236,8 +248,9 @@ async def _get(
 ) -> tuple[int | None, Any, str | None]:
     """(status, decoded JSON or None, error text) of ``GET url+path``; status None: no answer."""
     try:
-        async with session.get(url + path, headers=auth.headers_for(url),
-                               timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+        async with session.get(
+            url + path, headers=auth.headers_for(url), timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as resp:
             raw = await resp.read()
             try:
                 payload = json.loads(raw) if raw else None
@@ -287,7 +300,6 @@ async def post(
         return None, None, None, f"timed out after {timeout:g}s", {}
     except (aiohttp.ClientError, OSError) as error:
         return None, None, None, f"{type(error).__name__}: {error}".rstrip(": "), {}
-
 
 
 # Servers this process started and watches (``instag_hf.local_llm``) report here when their

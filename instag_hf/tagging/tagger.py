@@ -57,8 +57,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _NO_ENDPOINT = (
-    "No tagging endpoint: set INSTAG_ENDPOINT=http://host:port (comma-separate several) "
-    "or pass Tagger(endpoint=...)"
+    "No tagging endpoint: set INSTAG_ENDPOINT=http://host:port (comma-separate several) or pass Tagger(endpoint=...)"
 )
 
 
@@ -282,8 +281,13 @@ class Tagger:
             if not endpoints:
                 return {"endpoints": []}
             found = detect_servers(
-                endpoints, self._auth(endpoints), timeout=min(self.timeout, 30.0), server=self.server,
-                model=self.request_model, router=self.provider is not None, connector=self.connector,
+                endpoints,
+                self._auth(endpoints),
+                timeout=min(self.timeout, 30.0),
+                server=self.server,
+                model=self.request_model,
+                router=self.provider is not None,
+                connector=self.connector,
             )
             infos = _usable(found, warn=False)
         except InstagError as error:
@@ -346,8 +350,11 @@ class Tagger:
             where = f"provider={self.provider!r}"
         else:
             where = f"endpoint={','.join(self._endpoints) if self._endpoints else '$INSTAG_ENDPOINT'!r}"
-        extra = "".join(f", {name}={value!r}" for name, value in (("model", self.model), ("server", self.server))
-                        if value is not None)
+        extra = "".join(
+            f", {name}={value!r}"
+            for name, value in (("model", self.model), ("server", self.server))
+            if value is not None
+        )
         return f"Tagger({where}{extra}, template={self.template.name!r})"
 
     # -- runtime (per process, never pickled) ------------------------------------------
@@ -378,7 +385,10 @@ class Tagger:
         with self._lock:
             if endpoints not in self._auths:
                 self._auths[endpoints] = EndpointAuth(
-                    endpoints, api_key=self._api_key, api_key_env=self.api_key_env, headers=self._headers,
+                    endpoints,
+                    api_key=self._api_key,
+                    api_key_env=self.api_key_env,
+                    headers=self._headers,
                 )
             return self._auths[endpoints]
 
@@ -389,8 +399,13 @@ class Tagger:
         with self._lock:
             if endpoints not in self._infos:
                 found = detect_servers(
-                    endpoints, auth, timeout=min(self.timeout, 30.0), server=self.server, model=self.request_model,
-                    router=self.provider is not None, connector=self.connector,
+                    endpoints,
+                    auth,
+                    timeout=min(self.timeout, 30.0),
+                    server=self.server,
+                    model=self.request_model,
+                    router=self.provider is not None,
+                    connector=self.connector,
                 )
                 self._infos[endpoints] = _usable(found)
             return self._infos[endpoints]
@@ -535,12 +550,16 @@ class Tagger:
 def _parse_endpoints(endpoint: str | Sequence[str] | None) -> tuple[str, ...]:
     if endpoint is None:
         return ()
-    urls = tuple(base_url(url) for url in env.parse_endpoints(
-        endpoint if isinstance(endpoint, str) else [str(e) for e in endpoint]))
+    urls = tuple(
+        base_url(url)
+        for url in env.parse_endpoints(endpoint if isinstance(endpoint, str) else [str(e) for e in endpoint])
+    )
     for url in urls:
         if "@" in urlsplit(url).netloc:  # the URL would be hashed, pickled and logged
-            raise ConfigurationError("An endpoint URL must not carry credentials (user:key@host): "
-                                     "pass the key with api_key_env=NAME or INSTAG_API_KEY")
+            raise ConfigurationError(
+                "An endpoint URL must not carry credentials (user:key@host): "
+                "pass the key with api_key_env=NAME or INSTAG_API_KEY"
+            )
     return urls
 
 
@@ -550,8 +569,9 @@ def _identities(infos: Sequence[ServerInfo]) -> set[str]:
     return {info.identity for info in infos}
 
 
-def _check_model_choice(endpoints: tuple[str, ...], model: str | None, server: str | None,
-                        provider: str | None) -> None:
+def _check_model_choice(
+    endpoints: tuple[str, ...], model: str | None, server: str | None, provider: str | None
+) -> None:
     for name, value in (("model", model), ("provider", provider)):
         if value is not None and (not isinstance(value, str) or not value.strip() or value != value.strip()):
             raise ConfigurationError(f"{name} must be a non-empty string without surrounding spaces, got {value!r}")
@@ -560,14 +580,19 @@ def _check_model_choice(endpoints: tuple[str, ...], model: str | None, server: s
     if provider is None:
         return
     if model is None:
-        raise ConfigurationError("provider needs a model: Tagger(model='meta-llama/Llama-3.1-8B-Instruct', "
-                                 "provider='auto') / --model ... --provider auto")
+        raise ConfigurationError(
+            "provider needs a model: Tagger(model='meta-llama/Llama-3.1-8B-Instruct', "
+            "provider='auto') / --model ... --provider auto"
+        )
     if endpoints:
-        raise ConfigurationError("provider sends every request through the Inference Providers router: "
-                                 "drop the endpoint (INSTAG_ROUTER_URL moves the router)")
+        raise ConfigurationError(
+            "provider sends every request through the Inference Providers router: "
+            "drop the endpoint (INSTAG_ROUTER_URL moves the router)"
+        )
     if provider != "auto" and ":" in model:
-        raise ConfigurationError(f"model {model!r} already names a provider or policy after ':'; "
-                                 "drop it or use provider='auto'")
+        raise ConfigurationError(
+            f"model {model!r} already names a provider or policy after ':'; drop it or use provider='auto'"
+        )
 
 
 def _usable(found: list[ServerInfo | EndpointError], *, warn: bool = True) -> list[ServerInfo]:

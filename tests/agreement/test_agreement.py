@@ -268,11 +268,13 @@ def test_the_metric_loads_offline_in_a_fresh_process(tmp_path):
 
 
 def tagged(prompts: list[str], tags: list[list[str] | None], errors: list[str | None] | None = None) -> Dataset:
-    return Dataset.from_dict({
-        "prompt": prompts,
-        "instag_raw_tags": [None if t is None else raw(t) for t in tags],
-        "instag_error": errors or [None] * len(prompts),
-    })
+    return Dataset.from_dict(
+        {
+            "prompt": prompts,
+            "instag_raw_tags": [None if t is None else raw(t) for t in tags],
+            "instag_error": errors or [None] * len(prompts),
+        }
+    )
 
 
 PROMPTS = [f"query {i}" for i in range(6)]
@@ -342,10 +344,22 @@ def test_per_turn_agreement_of_multi_turn_rows():
 
     convs = [conversation("hi", "write a poem"), conversation("solve x", "now in python", "explain"),
              conversation("single")]  # fmt: skip
-    a = Dataset.from_dict({"conversations": convs, "instag_raw_tags": [
-        raw(["greeting"], ["poetry writing"]), raw(["math"], ["code generation"], ["explanation"]), raw(["x"])]})
-    b = Dataset.from_dict({"conversations": convs[::-1], "instag_raw_tags": [
-        raw(["x"]), raw(["math"], ["debugging"], ["explanation"]), raw(["greeting"], ["poem"])]})
+    a = Dataset.from_dict(
+        {
+            "conversations": convs,
+            "instag_raw_tags": [
+                raw(["greeting"], ["poetry writing"]),
+                raw(["math"], ["code generation"], ["explanation"]),
+                raw(["x"]),
+            ],
+        }
+    )
+    b = Dataset.from_dict(
+        {
+            "conversations": convs[::-1],
+            "instag_raw_tags": [raw(["x"]), raw(["math"], ["debugging"], ["explanation"]), raw(["greeting"], ["poem"])],
+        }
+    )
     result = instag_hf.compare(a, b, mode="exact")
     assert result.multi_turn_rows == 2
     turns = {t.turn: (t.rows, t.scores["exact"].matched, t.scores["exact"].micro_f1) for t in result.per_turn}

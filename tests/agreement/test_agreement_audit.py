@@ -113,7 +113,10 @@ def test_the_audit_samples_with_its_seed_and_never_changes_the_subset(tgi, audit
     again = audit(audited.pool, Tagger(audit_server.url, cache=cache), rows=10, seed=7, pool_tagger=POOL_MODEL)
     assert audit_server.stats()["requests"] == 0 and again.cache_hits == 10
     assert (again.exact_f1, again.exact_raw_f1, again.semantic_f1) == (
-        report.exact_f1, report.exact_raw_f1, report.semantic_f1)
+        report.exact_f1,
+        report.exact_raw_f1,
+        report.semantic_f1,
+    )
 
 
 def test_a_wrong_audit_model_fails_before_the_pool_is_tagged(tgi, audit_server, tmp_path):
@@ -141,8 +144,19 @@ def test_audit_model_chooses_among_the_models_an_audit_server_lists(tgi, tmp_pat
         assert reference.stats()["statuses"] == {"200": 5}
     card = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
     assert "`org/large`" in audit_line(card)
-    many = invoke("run", pool, "--endpoint", tgi.url, "-n", 3, *QUICK, "--output-dir", tmp_path / "out2",
-                  "--audit-endpoint", tgi.url + "/")  # a one-model server needs no --audit-model
+    many = invoke(
+        "run",
+        pool,
+        "--endpoint",
+        tgi.url,
+        "-n",
+        3,
+        *QUICK,
+        "--output-dir",
+        tmp_path / "out2",
+        "--audit-endpoint",
+        tgi.url + "/",
+    )  # a one-model server needs no --audit-model
     assert_ok(many)
 
 

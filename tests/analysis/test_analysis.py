@@ -141,7 +141,9 @@ def test_rows_read_as_python_sets_with_repeats_nulls_and_many_batches():
 
 
 def test_large_list_and_large_string_columns_read_the_same(ds):
-    large = Dataset.from_dict({"instag_tags": ROWS}, features=Features({"instag_tags": LargeList(Value("large_string"))}))
+    large = Dataset.from_dict(
+        {"instag_tags": ROWS}, features=Features({"instag_tags": LargeList(Value("large_string"))})
+    )
     assert instag_hf.analyze(large) == instag_hf.analyze(ds)
 
 

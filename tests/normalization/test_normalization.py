@@ -67,16 +67,12 @@ def crafted_rows() -> list:
     """Expected result: Email writing, Code Generation, Mathematics, cooking, astronomy, databases."""
     rows = []
     rows += repeat(["Email writing"], 10) + repeat(["writing emails"], 6)  # semantic
-    rows += (
-        repeat(["Code Generation"], 8) + repeat(["code-generation"], 4) + repeat(["code_generation!"], 3)
-    )  # rule
+    rows += repeat(["Code Generation"], 8) + repeat(["code-generation"], 4) + repeat(["code_generation!"], 3)  # rule
     rows += repeat(["Mathematics"], 6) + repeat(["mathematical"], 5)  # rule (stems)
     rows += repeat(["cooking"], 12) + repeat(["astronomy"], 9)  # unrelated
     rows += repeat(["rare tag"], 2)  # below min_frequency=3
     rows += repeat(["SQL", "databases"], 7) + repeat(["databases"], 8)  # association
-    rows.append(
-        [(0, "Code Generation"), (0, "cooking"), (1, "code-generation"), (1, "astronomy"), (1, "cooking")]
-    )
+    rows.append([(0, "Code Generation"), (0, "cooking"), (1, "code-generation"), (1, "astronomy"), (1, "cooking")])
     rows.append(["cooking"])  # tagged, but with an error
     rows.append([])  # nothing tagged, with an error
     rows.append(None)
@@ -148,9 +144,7 @@ def test_frequency_filter_keeps_exactly_alpha_and_drops_alpha_minus_one() -> Non
     assert normalizer.mapping == {"at edge": "at edge", "two turns": "two turns"}
     assert normalizer.report.raw_tags == 3 and normalizer.report.after_frequency == 2
     assert normalizer.report.examples["frequency"] == [{"dropped": "below", "queries": 3 - 1}]
-    assert normalizer.normalize_row([{"turn": 0, "tag": "below"}, {"turn": 0, "tag": "at edge"}]) == [
-        "at edge"
-    ]
+    assert normalizer.normalize_row([{"turn": 0, "tag": "below"}, {"turn": 0, "tag": "at edge"}]) == ["at edge"]
 
 
 def test_frequency_filter_counts_spellings_apart_before_rule_aggregation() -> None:
@@ -208,9 +202,7 @@ def test_semantic_step_merges_near_synonyms_and_keeps_unrelated_apart(fitted: Ta
 
 def test_semantic_eps_is_tunable(crafted: datasets.Dataset, model: EmbeddingModel) -> None:
     similarity = float(np.prod(model.encode(["email writing", "writing emails"]), axis=0).sum())
-    tight = TagNormalizer(**SMALL, semantic_eps=(1 - similarity) / 2, association_aggregation=False).fit(
-        crafted
-    )
+    tight = TagNormalizer(**SMALL, semantic_eps=(1 - similarity) / 2, association_aggregation=False).fit(crafted)
     assert tight.canonical("writing emails") == "writing emails"
 
 
@@ -224,17 +216,11 @@ def association_pool() -> datasets.Dataset:
     rows += repeat(["support40", "partner40"], 40) + repeat(["partner40"], 20)
     rows += repeat(["support39", "partner39"], 39) + repeat(["partner39"], 20)
     # x -> y at 99/100, y -> z at 198/199, but x -> z only 98/100: x reaches z through y.
-    rows += (
-        repeat(["chain x", "chain y", "chain z"], 98)
-        + repeat(["chain x", "chain y"], 1)
-        + repeat(["chain x"], 1)
-    )
+    rows += repeat(["chain x", "chain y", "chain z"], 98) + repeat(["chain x", "chain y"], 1) + repeat(["chain x"], 1)
     rows += repeat(["chain y", "chain z"], 100) + repeat(["chain z"], 20)
     rows += repeat(["cycle p", "cycle q"], 50)
     rows += (
-        repeat(["multi", "small parent", "big parent"], 45)
-        + repeat(["small parent"], 10)
-        + repeat(["big parent"], 30)
+        repeat(["multi", "small parent", "big parent"], 45) + repeat(["small parent"], 10) + repeat(["big parent"], 30)
     )
     return pool(rows)
 
@@ -291,9 +277,7 @@ def test_pair_rules_equal_mlxtend_fpgrowth_association_rules() -> None:
 
     frame = pd.DataFrame(table)
     itemsets = fpgrowth(frame, min_support=29.5 / len(frame), max_len=2)
-    theirs = association_rules(
-        itemsets, num_itemsets=len(frame), metric="confidence", min_threshold=0.95 - 1e-9
-    )
+    theirs = association_rules(itemsets, num_itemsets=len(frame), metric="confidence", min_threshold=0.95 - 1e-9)
     expected = sorted(
         (next(iter(a)), next(iter(c)))
         for a, c, s, sa in zip(
@@ -312,9 +296,7 @@ def test_exact_fraction_reads_the_decimal_typed() -> None:
 # ------------------------------------------------------------------ applying
 
 
-def test_map_adds_instag_tags_and_leaves_inputs_untouched(
-    crafted: datasets.Dataset, fitted: TagNormalizer
-) -> None:
+def test_map_adds_instag_tags_and_leaves_inputs_untouched(crafted: datasets.Dataset, fitted: TagNormalizer) -> None:
     mapped = crafted.map(fitted, batched=True, batch_size=7)
     assert mapped.column_names == crafted.column_names + ["instag_tags"]
     assert mapped.features["instag_tags"] == datasets.List(datasets.Value("string"))
@@ -339,9 +321,7 @@ def test_map_survives_a_first_batch_without_any_tag(fitted: TagNormalizer) -> No
     assert mapped["instag_tags"] == [[], [], [], ["cooking"], ["databases"]]
 
 
-def test_map_with_two_processes_gives_the_same_column(
-    crafted: datasets.Dataset, fitted: TagNormalizer
-) -> None:
+def test_map_with_two_processes_gives_the_same_column(crafted: datasets.Dataset, fitted: TagNormalizer) -> None:
     single = crafted.map(fitted, batched=True)["instag_tags"]
     assert crafted.map(fitted, batched=True, num_proc=2)["instag_tags"] == single
 
@@ -361,10 +341,7 @@ def test_unknown_keep_keeps_unseen_tags_as_written(crafted: datasets.Dataset) ->
 
 def test_report_counts_every_step(fitted: TagNormalizer) -> None:
     report = fitted.report.to_dict()
-    steps = [
-        report[k]
-        for k in ("raw_tags", "after_frequency", "after_rule", "after_semantic", "after_association")
-    ]
+    steps = [report[k] for k in ("raw_tags", "after_frequency", "after_rule", "after_semantic", "after_association")]
     assert steps == [12, 11, 8, 7, 6]
     assert (report["rows"], report["rows_with_error"], report["association_rules"]) == (
         len(crafted_rows()),
@@ -383,9 +360,7 @@ def test_save_load_round_trip(tmp_path: Path, crafted: datasets.Dataset, fitted:
     loaded = TagNormalizer.load(tmp_path / "normalizer.json")
     assert loaded.mapping == fitted.mapping and loaded.report == fitted.report
     assert loaded.content_hash == fitted.content_hash
-    assert (
-        crafted.map(loaded, batched=True)["instag_tags"] == crafted.map(fitted, batched=True)["instag_tags"]
-    )
+    assert crafted.map(loaded, batched=True)["instag_tags"] == crafted.map(fitted, batched=True)["instag_tags"]
     document = json.loads((tmp_path / "normalizer.json").read_text())
     assert document["embedding_model"] == PACKAGED_MODEL_ID
     assert document["library_version"] == instag_hf.__version__
@@ -395,9 +370,7 @@ def test_save_load_round_trip(tmp_path: Path, crafted: datasets.Dataset, fitted:
 
 def test_save_is_byte_identical_for_identical_input(tmp_path: Path, crafted: datasets.Dataset) -> None:
     TagNormalizer(**SMALL, **NO_MODEL).fit(crafted).save(tmp_path / "a.json")
-    TagNormalizer(**SMALL, **NO_MODEL).fit(crafted.shuffle(seed=1).flatten_indices()).save(
-        tmp_path / "b.json"
-    )
+    TagNormalizer(**SMALL, **NO_MODEL).fit(crafted.shuffle(seed=1).flatten_indices()).save(tmp_path / "b.json")
     TagNormalizer.load(tmp_path / "a.json").save(tmp_path / "c.json")
     a = (tmp_path / "a.json").read_bytes()
     assert a == (tmp_path / "b.json").read_bytes() == (tmp_path / "c.json").read_bytes()
@@ -484,8 +457,9 @@ def test_a_tag_field_of_another_type_names_the_column_and_the_type_it_needs() ->
     import pyarrow as pa
 
     wrong = pa.list_(pa.struct([("turn", pa.int32()), ("tag", pa.int64()), ("explanation", pa.string())]))
-    ints = datasets.Dataset(pa.table({"instag_raw_tags": pa.array([[{"turn": 0, "tag": 7, "explanation": ""}]] * 3,
-                                                                   type=wrong)}))
+    ints = datasets.Dataset(
+        pa.table({"instag_raw_tags": pa.array([[{"turn": 0, "tag": 7, "explanation": ""}]] * 3, type=wrong)})
+    )
     needs = r"'instag_raw_tags'.*'tag' has type int64.*tag: string"
     with pytest.raises(errors.NormalizationError, match=needs):
         TagNormalizer(**NO_MODEL, min_frequency=1).fit(ints)

@@ -48,11 +48,13 @@ TAGS = [
     ["math"],
     ["python", "code", "testing", "debugging"],
 ]
-FEATURES = Features({
-    "instruction": Value("string"),
-    "instag_raw_tags": List({"turn": Value("int32"), "tag": Value("string"), "explanation": Value("string")}),
-    "instag_error": Value("string"),
-})
+FEATURES = Features(
+    {
+        "instruction": Value("string"),
+        "instag_raw_tags": List({"turn": Value("int32"), "tag": Value("string"), "explanation": Value("string")}),
+        "instag_error": Value("string"),
+    }
+)
 
 
 def tagged_pool() -> tuple[Dataset, TagNormalizer]:
@@ -125,8 +127,10 @@ def test_body_holds_statistics_provenance_and_reproduction():
         "strategy `instag`, 4 of 8 rows (requested 4), seed `7`",
         f"`instag_hf` `{instag_hf.__version__}` on 2024-05-01",
         "subset = instag_hf.sample(pool, n=4, strategy='instag', seed=7)",
-        ("instag run org/sft-pool --revision 9f8e7d --split train --template paper --n 4 --strategy instag --seed 7 "
-         "--min-frequency 1 --no-semantic --push-to alice/curated"),
+        (
+            "instag run org/sft-pool --revision 9f8e7d --split train --template paper --n 4 --strategy instag --seed 7 "
+            "--min-frequency 1 --no-semantic --push-to alice/curated"
+        ),
         "![Top tags of the subset against the pool](plots/top_tags.png)",
         "![Tags per row of the subset against the pool](plots/tags_per_row.png)",
         "| After rule aggregation |",
@@ -275,10 +279,16 @@ def test_reproduction_loads_a_local_source_as_it_was_read(tmp_path, kind):
     pool, normalizer = tagged_pool()
     subset = instag_hf.sample(pool, n=4, seed=7)
     rows = Dataset.from_dict({"instruction": [f"question {i}" for i in range(len(TAGS))]})
-    source = {"jsonl": tmp_path / "alpaca.jsonl", "parquet": tmp_path / "alpaca.parquet",
-              "save_to_disk": tmp_path / "alpaca"}[kind]
-    {"jsonl": lambda: rows.to_json(source, lines=True), "parquet": lambda: rows.to_parquet(source),
-     "save_to_disk": lambda: rows.save_to_disk(source)}[kind]()
+    source = {
+        "jsonl": tmp_path / "alpaca.jsonl",
+        "parquet": tmp_path / "alpaca.parquet",
+        "save_to_disk": tmp_path / "alpaca",
+    }[kind]
+    {
+        "jsonl": lambda: rows.to_json(source, lines=True),
+        "parquet": lambda: rows.to_parquet(source),
+        "save_to_disk": lambda: rows.save_to_disk(source),
+    }[kind]()
     card = build_card(subset, pool=pool, normalizer=normalizer, source=str(source), date=DATE)
     lines = card.text.splitlines()
     imports = next(line for line in lines if line.startswith("from datasets import"))

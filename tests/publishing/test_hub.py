@@ -54,7 +54,9 @@ def test_push_then_load_back_in_one_commit(hub_client, curated, tmp_path):
 
     remote = DatasetCard.load("alice/roundtrip", repo_type="dataset")
     assert "instag" in remote.data.tags and remote.text == card.text
-    assert remote.data.configs == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
+    assert remote.data.configs == [
+        {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}
+    ]
     assert remote.data.dataset_info["splits"] == [{"name": "train", "num_bytes": pytest.approx(
         remote.data.dataset_info["dataset_size"]), "num_examples": 4}]  # fmt: skip
     files = repo_files(hub, "alice/roundtrip")
@@ -161,6 +163,7 @@ def test_push_without_a_card_builds_one(hub_client, curated):
 
 # --------------------------------------------------------------------------- failures
 
+
 def assert_secret_kept(error: BaseException, token: str, *texts: str) -> None:
     chain, seen = [], error
     while seen is not None:
@@ -242,7 +245,6 @@ def test_rejected_commit_leaves_the_repo_as_it_was(hub_client, curated):
     assert len(load_dataset("alice/rejected", split="train")) == 4
 
 
-
 def test_extra_files_go_in_the_same_commit_and_cannot_replace_the_subset(hub_client, curated, tmp_path):
     # A refresh's state travels with the data it describes: one commit, or none.
     hub, (_, subset, _, card) = hub_client, curated
@@ -259,8 +261,12 @@ def test_extra_files_go_in_the_same_commit_and_cannot_replace_the_subset(hub_cli
 def test_a_readme_whose_yaml_datasets_cannot_read_is_a_hub_error_naming_it(hub_client, curated, tmp_path):
     hub, (_, subset, _, card) = hub_client, curated
     HfApi().create_repo("alice/bad-configs", repo_type="dataset")
-    HfApi().upload_file(path_or_fileobj=b"---\nconfigs: 5\n---\nhand-written\n", path_in_repo="README.md",
-                        repo_id="alice/bad-configs", repo_type="dataset")
+    HfApi().upload_file(
+        path_or_fileobj=b"---\nconfigs: 5\n---\nhand-written\n",
+        path_in_repo="README.md",
+        repo_id="alice/bad-configs",
+        repo_type="dataset",
+    )
     before = hub.commits("alice/bad-configs")
     with pytest.raises(HubError, match=r"README\.md of alice/bad-configs.*configs") as caught:
         instag_hf.push_to_hub(subset, "alice/bad-configs", card=card)

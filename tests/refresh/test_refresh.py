@@ -50,8 +50,14 @@ def test_refresh_tags_only_new_queries_and_skips_when_unchanged(tgi, hub_client,
     source, target = "alice/refresh-src", "alice/refresh-out"
     rows = make_rows(40)
     datasets.Dataset.from_list(rows).push_to_hub(source)
-    config = write_config(tmp_path / "refresh.yaml", [{"repo": target, "source": source}],
-                          n=8, seed=0, endpoint=tgi.url, normalizer=NORMALIZER)
+    config = write_config(
+        tmp_path / "refresh.yaml",
+        [{"repo": target, "source": source}],
+        n=8,
+        seed=0,
+        endpoint=tgi.url,
+        normalizer=NORMALIZER,
+    )
 
     result = refresh(config)
     assert result.exit_code == 0, result.output
@@ -90,13 +96,15 @@ def test_refresh_tags_only_new_queries_and_skips_when_unchanged(tgi, hub_client,
 def test_changed_settings_rebuild_without_new_requests(tgi, hub_client, tmp_path, fresh_request_cache):
     source, target = "alice/refresh-settings-src", "alice/refresh-settings-out"
     datasets.Dataset.from_list(make_rows(30, seed=5)).push_to_hub(source)
-    first = write_config(tmp_path / "a.yaml", [{"repo": target, "source": source, "n": 5}],
-                         endpoint=tgi.url, normalizer=NORMALIZER)
+    first = write_config(
+        tmp_path / "a.yaml", [{"repo": target, "source": source, "n": 5}], endpoint=tgi.url, normalizer=NORMALIZER
+    )
     assert refresh(first).exit_code == 0
     tgi.reset()
     fresh_request_cache("requests-1")
-    second = write_config(tmp_path / "b.yaml", [{"repo": target, "source": source, "n": 7}],
-                          endpoint=tgi.url, normalizer=NORMALIZER)
+    second = write_config(
+        tmp_path / "b.yaml", [{"repo": target, "source": source, "n": 7}], endpoint=tgi.url, normalizer=NORMALIZER
+    )
     result = refresh(second)
     assert result.exit_code == 0, result.output
     assert "0 new, 30 reused" in result.output
@@ -107,8 +115,13 @@ def test_changed_settings_rebuild_without_new_requests(tgi, hub_client, tmp_path
 def test_refresh_opens_a_pull_request_once(tgi, hub_client, tmp_path, fresh_request_cache):
     source, target = "alice/refresh-pr-src", "alice/refresh-pr-out"
     datasets.Dataset.from_list(make_rows(30, seed=7)).push_to_hub(source)
-    config = write_config(tmp_path / "refresh.yaml", [{"repo": target, "source": source, "create_pr": True}],
-                          n=5, endpoint=tgi.url, normalizer=NORMALIZER)
+    config = write_config(
+        tmp_path / "refresh.yaml",
+        [{"repo": target, "source": source, "create_pr": True}],
+        n=5,
+        endpoint=tgi.url,
+        normalizer=NORMALIZER,
+    )
     result = refresh(config)
     assert result.exit_code == 0, result.output
     assert f"{target}: pr-opened" in result.output and "/discussions/1" in result.output
@@ -125,9 +138,13 @@ def test_refresh_opens_a_pull_request_once(tgi, hub_client, tmp_path, fresh_requ
 
 def test_local_source_file_is_hashed(tgi, hub_client, tmp_path, fresh_request_cache):
     pool = write_jsonl(tmp_path / "pool.jsonl", make_rows(25, seed=9))
-    config = write_config(tmp_path / "refresh.yaml",
-                          [{"repo": "alice/refresh-local", "source": {"id": str(pool), "format": "prompt"}}],
-                          n=4, endpoint=tgi.url, normalizer=NORMALIZER)
+    config = write_config(
+        tmp_path / "refresh.yaml",
+        [{"repo": "alice/refresh-local", "source": {"id": str(pool), "format": "prompt"}}],
+        n=4,
+        endpoint=tgi.url,
+        normalizer=NORMALIZER,
+    )
     assert refresh(config).exit_code == 0
     result = refresh(config, "--dry-run")
     assert result.exit_code == 0 and "up-to-date (source sha256:" in result.output
@@ -142,10 +159,16 @@ def test_local_source_file_is_hashed(tgi, hub_client, tmp_path, fresh_request_ca
 
 def test_a_failing_target_exits_1_and_the_others_still_run(tgi, hub_client, tmp_path, fresh_request_cache):
     pool = write_jsonl(tmp_path / "pool.jsonl", make_rows(20, seed=11))
-    config = write_config(tmp_path / "refresh.yaml", [
-        {"repo": "alice/refresh-dead", "source": str(pool), "endpoint": "http://127.0.0.1:9"},
-        {"repo": "alice/refresh-alive", "source": str(pool)},
-    ], n=3, endpoint=tgi.url, normalizer=NORMALIZER)
+    config = write_config(
+        tmp_path / "refresh.yaml",
+        [
+            {"repo": "alice/refresh-dead", "source": str(pool), "endpoint": "http://127.0.0.1:9"},
+            {"repo": "alice/refresh-alive", "source": str(pool)},
+        ],
+        n=3,
+        endpoint=tgi.url,
+        normalizer=NORMALIZER,
+    )
     result = refresh(config)
     assert result.exit_code == EXIT_FAILED, result.output
     assert "alice/refresh-dead: failed: " in result.output and "does not answer" in result.output
@@ -186,11 +209,16 @@ def test_unknown_target_is_a_config_error(tmp_path):
 
 def test_ci_entry_point_runs_in_a_subprocess(tgi, hub, tmp_path):
     pool = write_jsonl(tmp_path / "pool.jsonl", make_rows(20, seed=13))
-    config = write_config(tmp_path / "refresh.yaml", [{"repo": "alice/refresh-ci", "source": str(pool)}],
-                          n=3, normalizer=NORMALIZER)
-    env = {**os.environ, **hub.env(tmp_path / "hf_home", token="hf_test_writer"),
-           "INSTAG_ENDPOINT": tgi.url, "INSTAG_CACHE_DIR": str(tmp_path / "requests"),
-           "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    config = write_config(
+        tmp_path / "refresh.yaml", [{"repo": "alice/refresh-ci", "source": str(pool)}], n=3, normalizer=NORMALIZER
+    )
+    env = {
+        **os.environ,
+        **hub.env(tmp_path / "hf_home", token="hf_test_writer"),
+        "INSTAG_ENDPOINT": tgi.url,
+        "INSTAG_CACHE_DIR": str(tmp_path / "requests"),
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    }
     command = [sys.executable, str(REPO_ROOT / "scripts" / "refresh.py"), "--config", str(config)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False)
     assert done.returncode == 0, done.stderr
@@ -206,13 +234,18 @@ def output_lines(result) -> list[str]:
     return [line for line in result.stdout.splitlines() if line.strip()]
 
 
-def test_a_dropped_hub_connection_fails_its_target_and_the_others_run(tgi, hub_client, tmp_path,
-                                                                      fresh_request_cache):
+def test_a_dropped_hub_connection_fails_its_target_and_the_others_run(tgi, hub_client, tmp_path, fresh_request_cache):
     pool = write_jsonl(tmp_path / "pool.jsonl", make_rows(20, seed=17))
-    config = write_config(tmp_path / "refresh.yaml", [
-        {"repo": "alice/refresh-dropped", "source": str(pool)},
-        {"repo": "alice/refresh-kept", "source": str(pool)},
-    ], n=3, endpoint=tgi.url, normalizer=NORMALIZER)
+    config = write_config(
+        tmp_path / "refresh.yaml",
+        [
+            {"repo": "alice/refresh-dropped", "source": str(pool)},
+            {"repo": "alice/refresh-kept", "source": str(pool)},
+        ],
+        n=3,
+        endpoint=tgi.url,
+        normalizer=NORMALIZER,
+    )
     hub_client.set_faults(drop="alice/refresh-dropped")  # the Hub closes target 1's connections
     result = refresh(config)
     assert result.exit_code == EXIT_FAILED, result.output
@@ -227,10 +260,16 @@ def test_a_dead_hub_endpoint_gives_every_target_its_own_failed_line(tgi, tmp_pat
     from tests.servers.hub_emulator import client_environment
 
     pool = write_jsonl(tmp_path / "pool.jsonl", make_rows(10, seed=19))
-    config = write_config(tmp_path / "refresh.yaml", [
-        {"repo": "alice/refresh-nohub-1", "source": str(pool)},
-        {"repo": "alice/refresh-nohub-2", "source": str(pool)},
-    ], n=3, endpoint=tgi.url, normalizer=NORMALIZER)
+    config = write_config(
+        tmp_path / "refresh.yaml",
+        [
+            {"repo": "alice/refresh-nohub-1", "source": str(pool)},
+            {"repo": "alice/refresh-nohub-2", "source": str(pool)},
+        ],
+        n=3,
+        endpoint=tgi.url,
+        normalizer=NORMALIZER,
+    )
     with client_environment("http://127.0.0.1:9", tmp_path / "hf_home", token="hf_test_writer"):
         result = refresh(config)
     assert result.exit_code == EXIT_FAILED, result.output
@@ -246,8 +285,13 @@ def test_a_corrupt_request_cache_does_not_stop_a_refresh(tgi, hub_client, tmp_pa
     (tmp_path / "broken-cache").mkdir()
     (tmp_path / "broken-cache" / "requests.sqlite3").write_bytes(b"not a database" * 100)
     pool = write_jsonl(tmp_path / "pool.jsonl", make_rows(12, seed=23))
-    config = write_config(tmp_path / "refresh.yaml", [{"repo": "alice/refresh-broken-cache", "source": str(pool)}],
-                          n=3, endpoint=tgi.url, normalizer=NORMALIZER)
+    config = write_config(
+        tmp_path / "refresh.yaml",
+        [{"repo": "alice/refresh-broken-cache", "source": str(pool)}],
+        n=3,
+        endpoint=tgi.url,
+        normalizer=NORMALIZER,
+    )
     result = refresh(config)
     assert result.exit_code == 0, result.output
     assert "alice/refresh-broken-cache: updated" in result.output
@@ -262,10 +306,15 @@ def test_an_endpoint_in_the_config_that_is_not_http_exits_2(tmp_path, endpoint):
     assert_one_line_error(result, "alice/x", endpoint, "not an http(s) URL")
 
 
-@pytest.mark.parametrize("variable, value", [("INSTAG_ENDPOINT", "127.0.0.1:8080"),
-                                             ("INSTAG_ENDPOINT", "ftp://127.0.0.1/tagger"),
-                                             ("INSTAG_REQUEST_TIMEOUT", "abc"),
-                                             ("INSTAG_REQUEST_TIMEOUT", "-1")])
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("INSTAG_ENDPOINT", "127.0.0.1:8080"),
+        ("INSTAG_ENDPOINT", "ftp://127.0.0.1/tagger"),
+        ("INSTAG_REQUEST_TIMEOUT", "abc"),
+        ("INSTAG_REQUEST_TIMEOUT", "-1"),
+    ],
+)
 def test_a_bad_environment_exits_2_before_any_work(tmp_path, monkeypatch, variable, value):
     config = write_config(tmp_path / "refresh.yaml", [{"repo": "alice/x", "source": "a/b"}], n=3)
     monkeypatch.setenv(variable, value)
@@ -276,16 +325,23 @@ def test_a_bad_environment_exits_2_before_any_work(tmp_path, monkeypatch, variab
     assert_one_line_error(result, variable, value)
 
 
-def test_refresh_with_api_key_env_against_a_protected_server(hub_client, tmp_path, fresh_request_cache, monkeypatch,
-                                                             caplog):
+def test_refresh_with_api_key_env_against_a_protected_server(
+    hub_client, tmp_path, fresh_request_cache, monkeypatch, caplog
+):
     key = "sk-refresh-secret-3141592653"
     monkeypatch.setenv("REFRESH_KEY", key)
     caplog.set_level(logging.DEBUG)
     with start_tgi_server(personality="openai", api_key=key, models=["org/small", "org/large"]) as server:
         pool = write_jsonl(tmp_path / "pool.jsonl", make_rows(20, seed=5))
-        config = write_config(tmp_path / "refresh.yaml", [{"repo": "alice/refresh-guarded", "source": str(pool)}],
-                              n=4, endpoint=server.url, api_key_env="REFRESH_KEY", model="org/large",
-                              normalizer=NORMALIZER)
+        config = write_config(
+            tmp_path / "refresh.yaml",
+            [{"repo": "alice/refresh-guarded", "source": str(pool)}],
+            n=4,
+            endpoint=server.url,
+            api_key_env="REFRESH_KEY",
+            model="org/large",
+            normalizer=NORMALIZER,
+        )
         result = refresh(config)
         assert result.exit_code == 0, result.output
         assert "alice/refresh-guarded: updated" in result.output and "generated tokens)" in result.output
@@ -299,14 +355,22 @@ def test_refresh_with_api_key_env_against_a_protected_server(hub_client, tmp_pat
         server.reset()
         result = refresh(config, "--dry-run")
         assert result.exit_code == 0, result.output
-        assert "would-update" in result.output and "would tag 2 of 22 rows (2 requests after the request cache" \
-            in result.output
+        assert (
+            "would-update" in result.output
+            and "would tag 2 of 22 rows (2 requests after the request cache" in result.output
+        )
         assert server.stats()["requests"] == 0  # a dry run sends nothing
 
         # the variable can be named on the command line instead of in the config
         monkeypatch.setenv("OTHER_KEY", key)
-        no_name = write_config(tmp_path / "no-name.yaml", [{"repo": "alice/refresh-guarded", "source": str(pool)}],
-                               n=4, endpoint=server.url, model="org/large", normalizer=NORMALIZER)
+        no_name = write_config(
+            tmp_path / "no-name.yaml",
+            [{"repo": "alice/refresh-guarded", "source": str(pool)}],
+            n=4,
+            endpoint=server.url,
+            model="org/large",
+            normalizer=NORMALIZER,
+        )
         result = refresh(no_name, "--dry-run", "--api-key-env", "OTHER_KEY")
         assert result.exit_code == 0 and "would tag 2 of 22 rows" in result.output, result.output
         pasted = refresh(no_name, "--dry-run", "--api-key-env", key)  # the key itself, pasted by mistake
@@ -320,19 +384,29 @@ def test_refresh_with_api_key_env_against_a_protected_server(hub_client, tmp_pat
         assert server.stats()["requests"] == 0
 
     assert key not in result.output and key not in caplog.text
-    assert not [p for p in (*tmp_path.rglob("*"), *hub_client.storage_dir.rglob("*"))
-                if p.is_file() and key.encode() in p.read_bytes()]
+    assert not [
+        p
+        for p in (*tmp_path.rglob("*"), *hub_client.storage_dir.rglob("*"))
+        if p.is_file() and key.encode() in p.read_bytes()
+    ]
 
 
 def test_refresh_through_inference_providers(hub_client, tmp_path, fresh_request_cache, monkeypatch):
     model = "meta-llama/Llama-3.1-8B-Instruct"
     # hub_client logged in as alice: the same token opens the (loopback) router
-    with start_tgi_server(personality="openai", models=[model, "org/other"], owned_by="meta-llama",
-                          api_key="hf_test_writer") as router:
+    with start_tgi_server(
+        personality="openai", models=[model, "org/other"], owned_by="meta-llama", api_key="hf_test_writer"
+    ) as router:
         monkeypatch.setenv("INSTAG_ROUTER_URL", router.url + "/v1")
         pool = write_jsonl(tmp_path / "pool.jsonl", make_rows(12, seed=6))
-        config = write_config(tmp_path / "refresh.yaml", [{"repo": "alice/refresh-provider", "source": str(pool)}],
-                              n=3, provider="auto", model=model, normalizer=NORMALIZER)
+        config = write_config(
+            tmp_path / "refresh.yaml",
+            [{"repo": "alice/refresh-provider", "source": str(pool)}],
+            n=3,
+            provider="auto",
+            model=model,
+            normalizer=NORMALIZER,
+        )
         result = refresh(config)
         assert result.exit_code == 0, result.output
         assert "alice/refresh-provider: updated" in result.output and "12 requests sent" in result.output

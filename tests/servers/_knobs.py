@@ -6,8 +6,21 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-FAULT_KINDS = ("429", "503", "500", "424", "drop", "prose", "dict", "truncated", "empty", "garbage", "slow",
-               "surrogate", "raw_surrogate")
+FAULT_KINDS = (
+    "429",
+    "503",
+    "500",
+    "424",
+    "drop",
+    "prose",
+    "dict",
+    "truncated",
+    "empty",
+    "garbage",
+    "slow",
+    "surrogate",
+    "raw_surrogate",
+)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -57,9 +70,17 @@ class Knobs:
         if unknown:
             raise ValueError(f"unknown fault kind(s) {unknown}; choose from {list(FAULT_KINDS)}")
         object.__setattr__(self, "faults", weights)
-        for name, kind in (("latency", float), ("jitter", float), ("fault_rate", float), ("seed", int),
-                           ("max_concurrent_requests", int), ("max_input_tokens", int),
-                           ("max_total_tokens", int), ("fail_first_attempts", int), ("tag_variant", int)):
+        for name, kind in (
+            ("latency", float),
+            ("jitter", float),
+            ("fault_rate", float),
+            ("seed", int),
+            ("max_concurrent_requests", int),
+            ("max_input_tokens", int),
+            ("max_total_tokens", int),
+            ("fail_first_attempts", int),
+            ("tag_variant", int),
+        ):
             object.__setattr__(self, name, kind(getattr(self, name)))
         if min(self.latency, self.jitter, self.fail_first_attempts, self.seed, self.retry_after or 0) < 0:
             raise ValueError("latency, jitter, retry_after, seed and fail_first_attempts must be >= 0")

@@ -32,8 +32,9 @@ class TGIServerHandle:
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with self._opener.open(request, timeout=30) as response:
                 return json.loads(response.read())
@@ -76,8 +77,7 @@ class TGIServerHandle:
 
 
 def start_tgi_server(
-    *, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0, tls: tuple[str, str] | None = None,
-    **knobs: Any
+    *, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0, tls: tuple[str, str] | None = None, **knobs: Any
 ) -> TGIServerHandle:
     """Start the server in its own process (its CPU never counts against the client).
 
@@ -96,13 +96,24 @@ def start_tgi_server(
     """
     Knobs(**knobs)  # fail here, in the caller, on a bad knob
     stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 -- lives as long as the server
-    command = [sys.executable, "-m", "tests.servers.tgi_server", "--host", host, "--port", str(port),
-               "--knobs", json.dumps(knobs), "--exit-with-stdin"]
+    command = [
+        sys.executable,
+        "-m",
+        "tests.servers.tgi_server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--knobs",
+        json.dumps(knobs),
+        "--exit-with-stdin",
+    ]
     if tls is not None:
         command += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
     # Our end of its stdin closes when this process dies, however it dies: no orphan servers.
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=stderr, text=True)
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True
+    )
     lines: queue.Queue[str] = queue.Queue()
 
     def read_ready_line() -> None:
@@ -117,8 +128,7 @@ def start_tgi_server(
         process.kill()
         process.wait()
         stderr.seek(0)
-        message = (f"TGI test server did not start within {timeout}s (stdout {line!r}); "
-                   f"its stderr:\n{stderr.read()}")
+        message = f"TGI test server did not start within {timeout}s (stdout {line!r}); its stderr:\n{stderr.read()}"
         stderr.close()
         raise RuntimeError(message)
     return TGIServerHandle(process, line.split(" ", 1)[1].strip(), stderr, str(tls[0]) if tls else None)

@@ -60,21 +60,35 @@ def request_validator() -> Draft202012Validator:
 def request_problem(body: Any) -> str | None:
     """Why a chat body does not match the spec, or None."""
     problem = body_problem(request_validator(), body)
-    return problem.replace("Failed to deserialize the JSON body into the target type: ", "Invalid request: ") \
-        if problem else None
+    return (
+        problem.replace("Failed to deserialize the JSON body into the target type: ", "Invalid request: ")
+        if problem
+        else None
+    )
 
 
-def error(status: int, message: str, kind: str, *, code: str | None = None, param: str | None = None,
-          retry_after: float | None = None) -> web.Response:
+def error(
+    status: int,
+    message: str,
+    kind: str,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    retry_after: float | None = None,
+) -> web.Response:
     headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return web.json_response(body, status=status, headers=headers)
 
 
 def models_body(ids: list[str], owned_by: str, created: int, max_model_len: int) -> dict[str, Any]:
-    return {"object": "list", "data": [
-        {"id": i, "object": "model", "created": created, "owned_by": owned_by, "max_model_len": max_model_len}
-        for i in ids]}
+    return {
+        "object": "list",
+        "data": [
+            {"id": i, "object": "model", "created": created, "owned_by": owned_by, "max_model_len": max_model_len}
+            for i in ids
+        ],
+    }
 
 
 def served(requested: str, ids: list[str]) -> bool:
@@ -115,9 +129,16 @@ class ChatJob:
         users = [_text_of(m.get("content")) for m in body["messages"] if m.get("role") == "user"]
         stop = body.get("stop") or []
         prompt = "\n".join(texts)
-        return cls(body["model"], prompt, users[-1] if users else prompt, sum(map(model.count_tokens, texts)),
-                   body.get("max_completion_tokens") or body.get("max_tokens"), body.get("response_format"),
-                   [stop] if isinstance(stop, str) else list(stop), bool(body.get("stream")))
+        return cls(
+            body["model"],
+            prompt,
+            users[-1] if users else prompt,
+            sum(map(model.count_tokens, texts)),
+            body.get("max_completion_tokens") or body.get("max_tokens"),
+            body.get("response_format"),
+            [stop] if isinstance(stop, str) else list(stop),
+            bool(body.get("stream")),
+        )
 
     @property
     def form(self) -> str:
@@ -136,9 +157,11 @@ class ChatJob:
         """vLLM's 400 message for this job, or None."""
         wanted = self.max_tokens or 0
         if self.input_tokens + wanted > max_model_len:
-            return (f"This model's maximum context length is {max_model_len} tokens. However, you requested "
-                    f"{self.input_tokens + wanted} tokens ({self.input_tokens} in the messages, {wanted} in the "
-                    "completion). Please reduce the length of the messages or completion.")
+            return (
+                f"This model's maximum context length is {max_model_len} tokens. However, you requested "
+                f"{self.input_tokens + wanted} tokens ({self.input_tokens} in the messages, {wanted} in the "
+                "completion). Please reduce the length of the messages or completion."
+            )
         return self.schema()[1]
 
     def generate(self, query: str, fault: str | None) -> tuple[str, str, int]:
@@ -164,10 +187,19 @@ class ChatJob:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": self.model,
-            "choices": [{"index": 0, "finish_reason": finish, "logprobs": None,
-                         "message": {"role": "assistant", "content": text, "refusal": None}}],
-            "usage": {"prompt_tokens": self.input_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": self.input_tokens + completion_tokens},
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": finish,
+                    "logprobs": None,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                }
+            ],
+            "usage": {
+                "prompt_tokens": self.input_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": self.input_tokens + completion_tokens,
+            },
         }
 
 
@@ -216,8 +248,12 @@ class ChatRoutes:
             return error(400, "this test server does not stream", "BadRequestError", param="stream")
         if k.reject_json_schema and job.form == "json_schema":
             self._done(CHAT, query, 400)
-            return error(400, "response_format of type json_schema is not supported by this server",
-                                "BadRequestError", param="response_format")
+            return error(
+                400,
+                "response_format of type json_schema is not supported by this server",
+                "BadRequestError",
+                param="response_format",
+            )
         if self._room is None:  # made in the server's own loop
             self._room = asyncio.Condition()
         async with self._room:
@@ -234,8 +270,7 @@ class ChatRoutes:
                 self.in_flight -= 1
                 self._room.notify(1)
 
-    async def _chat_answer(self, request: web.Request, job: ChatJob, query: str,
-                           attempt: int) -> web.StreamResponse:
+    async def _chat_answer(self, request: web.Request, job: ChatJob, query: str, attempt: int) -> web.StreamResponse:
         k = self.knobs
         problem = job.problem(k.max_total_tokens)
         if problem:
@@ -247,9 +282,12 @@ class ChatRoutes:
             self.faults[fault] += 1
         if fault in ("429", "503"):
             self._done(CHAT, query, int(fault), fault)
-            return error(int(fault), "Overloaded" if fault == "429" else "Service Unavailable",
-                                "RateLimitError" if fault == "429" else "ServiceUnavailableError",
-                                retry_after=k.retry_after)
+            return error(
+                int(fault),
+                "Overloaded" if fault == "429" else "Service Unavailable",
+                "RateLimitError" if fault == "429" else "ServiceUnavailableError",
+                retry_after=k.retry_after,
+            )
         delay = k.latency * (10 if fault == "slow" else 1) + (rng.uniform(0, k.jitter) if k.jitter else 0)
         if delay:
             await asyncio.sleep(delay)

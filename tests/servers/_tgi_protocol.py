@@ -23,8 +23,7 @@ from tests.servers import _tgi_model as model
 
 SPEC = json.loads(Path(__file__).with_name("tgi_openapi.json").read_text())
 VERSION: str = SPEC["info"]["version"]
-REQUEST_SCHEMAS = {"/generate": "GenerateRequest", "/": "CompatGenerateRequest",
-                   "/v1/chat/completions": "ChatRequest"}
+REQUEST_SCHEMAS = {"/generate": "GenerateRequest", "/": "CompatGenerateRequest", "/v1/chat/completions": "ChatRequest"}
 CHAT = "/v1/chat/completions"
 
 
@@ -56,8 +55,9 @@ def request_validators() -> dict[str, Draft202012Validator]:
     defs = json.loads(json.dumps(SPEC["components"]["schemas"]))
     # TGI's GrammarType::Json carries `#[serde(alias = "json_object")]`, which the spec omits.
     defs["GrammarType"]["oneOf"][0]["properties"]["type"]["enum"].append("json_object")
-    return {route: Draft202012Validator(openapi_to_jsonschema(defs[name], defs))
-            for route, name in REQUEST_SCHEMAS.items()}
+    return {
+        route: Draft202012Validator(openapi_to_jsonschema(defs[name], defs)) for route, name in REQUEST_SCHEMAS.items()
+    }
 
 
 def body_problem(validator: Draft202012Validator, body: Any) -> str | None:
@@ -110,16 +110,34 @@ class Job:
             texts = [_text_of(m.get("content")) for m in body["messages"]]
             users = [_text_of(m.get("content")) for m in body["messages"] if m.get("role") == "user"]
             prompt = "\n".join(texts)
-            return cls(route, prompt, users[-1] if users else prompt, sum(map(model.count_tokens, texts)),
-                       body.get("max_tokens"), body.get("response_format"), body.get("stop") or [],
-                       bool(body.get("stream")), logprobs=bool(body.get("logprobs")), seed=body.get("seed"))
+            return cls(
+                route,
+                prompt,
+                users[-1] if users else prompt,
+                sum(map(model.count_tokens, texts)),
+                body.get("max_tokens"),
+                body.get("response_format"),
+                body.get("stop") or [],
+                bool(body.get("stream")),
+                logprobs=bool(body.get("logprobs")),
+                seed=body.get("seed"),
+            )
         params = body.get("parameters") or {}
         # TGI's router defaults `details` to false (serde default), whatever the spec's text says.
         details = bool(params.get("details") or params.get("decoder_input_details"))
-        return cls(route, body["inputs"], body["inputs"], model.count_tokens(body["inputs"]),
-                   params.get("max_new_tokens"), params.get("grammar"), params.get("stop") or [],
-                   bool(body.get("stream")), details, bool(params.get("return_full_text")),
-                   seed=params.get("seed"))
+        return cls(
+            route,
+            body["inputs"],
+            body["inputs"],
+            model.count_tokens(body["inputs"]),
+            params.get("max_new_tokens"),
+            params.get("grammar"),
+            params.get("stop") or [],
+            bool(body.get("stream")),
+            details,
+            bool(params.get("return_full_text")),
+            seed=params.get("seed"),
+        )
 
     def problem(self, max_input_tokens: int, max_total_tokens: int, strict_grammar: bool) -> str | None:
         """TGI's input validation message for this job (without its prefix), or None."""
@@ -129,8 +147,10 @@ class Job:
         if not self.prompt:
             return "`inputs` cannot be empty"
         if max_new is not None and self.input_tokens + max_new > max_total_tokens:
-            return (f"`inputs` tokens + `max_new_tokens` must be <= {max_total_tokens}. "
-                    f"Given: {self.input_tokens} `inputs` tokens and {max_new} `max_new_tokens`")
+            return (
+                f"`inputs` tokens + `max_new_tokens` must be <= {max_total_tokens}. "
+                f"Given: {self.input_tokens} `inputs` tokens and {max_new} `max_new_tokens`"
+            )
         if self.input_tokens > max_input_tokens:
             return f"`inputs` must have less than {max_input_tokens} tokens. Given: {self.input_tokens}"
         return self.schema(strict_grammar)[1]
@@ -157,19 +177,38 @@ class Job:
         logprobs = [-round(0.01 + (model.stable_hash(t) % 1000) / 500, 4) for t in tokens]
         if self.route == CHAT:
             content = [{"token": t, "logprob": lp, "top_logprobs": []} for t, lp in zip(tokens, logprobs)]
-            choice = {"index": 0, "message": {"role": "assistant", "content": text},
-                      "logprobs": {"content": content} if self.logprobs else None,
-                      "finish_reason": "length" if finish == "length" else "stop"}
-            usage = {"prompt_tokens": self.input_tokens, "completion_tokens": len(tokens),
-                     "total_tokens": self.input_tokens + len(tokens)}
-            return {"id": "", "object": "chat.completion", "created": int(time.time()), "model": model_id,
-                    "system_fingerprint": f"{VERSION}-native", "choices": [choice], "usage": usage}
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": {"content": content} if self.logprobs else None,
+                "finish_reason": "length" if finish == "length" else "stop",
+            }
+            usage = {
+                "prompt_tokens": self.input_tokens,
+                "completion_tokens": len(tokens),
+                "total_tokens": self.input_tokens + len(tokens),
+            }
+            return {
+                "id": "",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model_id,
+                "system_fingerprint": f"{VERSION}-native",
+                "choices": [choice],
+                "usage": usage,
+            }
         out: dict[str, Any] = {"generated_text": self.prompt + text if self.return_full_text else text}
         if self.details:
             out["details"] = {
-                "finish_reason": finish, "generated_tokens": len(tokens), "seed": self.seed, "prefill": [],
-                "tokens": [{"id": model.stable_hash(t) % 32000, "text": t, "logprob": lp, "special": False}
-                           for t, lp in zip(tokens, logprobs)]}
+                "finish_reason": finish,
+                "generated_tokens": len(tokens),
+                "seed": self.seed,
+                "prefill": [],
+                "tokens": [
+                    {"id": model.stable_hash(t) % 32000, "text": t, "logprob": lp, "special": False}
+                    for t, lp in zip(tokens, logprobs)
+                ],
+            }
         return [out] if self.route == "/" else out
 
     def generate(self, query: str, fault: str | None, strict_grammar: bool, variant: int = 0) -> tuple[str, str]:

@@ -117,7 +117,12 @@ class HubEmulator:
             return json.loads(response.read())
 
     def set_faults(
-        self, *, down: bool = False, reject_commits: int = 0, status: int = 500, message: str | None = None,
+        self,
+        *,
+        down: bool = False,
+        reject_commits: int = 0,
+        status: int = 500,
+        message: str | None = None,
         drop: str | None = None,
     ) -> None:
         """Replace the fault set: `down` answers 503 everywhere; `reject_commits` fails the next N commits;

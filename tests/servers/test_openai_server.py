@@ -25,8 +25,13 @@ PROMPT = get_template("paper").render("Write a python function that sorts a list
 PARAMS = {"max_new_tokens": 256, "do_sample": False}
 
 
-def call(url: str, path: str, body: Any = None, key: str | None = None, cafile: str | None = None,
-         ) -> tuple[int, dict, Any]:
+def call(
+    url: str,
+    path: str,
+    body: Any = None,
+    key: str | None = None,
+    cafile: str | None = None,
+) -> tuple[int, dict, Any]:
     headers = {"Content-Type": "application/json"}
     if key is not None:
         headers["Authorization"] = f"Bearer {key}"
@@ -35,7 +40,9 @@ def call(url: str, path: str, body: Any = None, key: str | None = None, cafile: 
     if cafile:
         handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=cafile)))
     try:
-        with urllib.request.build_opener(*handlers).open(urllib.request.Request(url + path, data, headers), timeout=30) as r:
+        with urllib.request.build_opener(*handlers).open(
+            urllib.request.Request(url + path, data, headers), timeout=30
+        ) as r:
             return r.status, dict(r.headers), json.loads(r.read() or b"null")
     except urllib.error.HTTPError as exc:
         raw = exc.read()
@@ -158,8 +165,12 @@ def test_tls_is_served_with_the_given_certificate(tls_files):
 def test_requests_over_the_limit_queue_instead_of_429(server):
     server.set_knobs(max_concurrent_requests=2, latency=0.2)
     results: list[int] = []
-    threads = [threading.Thread(target=lambda: results.append(
-        call(server.url, "/v1/chat/completions", chat_body(JSON_SCHEMA))[0])) for _ in range(6)]
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(call(server.url, "/v1/chat/completions", chat_body(JSON_SCHEMA))[0])
+        )
+        for _ in range(6)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -27,9 +27,16 @@ pytestmark = pytest.mark.timeout(120)
 
 TAGS_SCHEMA = {  # wrapped in an object: TGI rejects grammars without top-level "properties"
     "type": "object",
-    "properties": {"tags": {"type": "array", "items": {
-        "type": "object", "properties": {"tag": {"type": "string"}, "explanation": {"type": "string"}},
-        "required": ["tag", "explanation"]}}},
+    "properties": {
+        "tags": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"tag": {"type": "string"}, "explanation": {"type": "string"}},
+                "required": ["tag", "explanation"],
+            },
+        }
+    },
     "required": ["tags"],
 }
 GRAMMAR = {"type": "json", "value": TAGS_SCHEMA}
@@ -49,8 +56,9 @@ NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def spec_validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(openapi_to_jsonschema(SPEC["components"]["schemas"][name],
-                                                      SPEC["components"]["schemas"]))
+    return Draft202012Validator(
+        openapi_to_jsonschema(SPEC["components"]["schemas"][name], SPEC["components"]["schemas"])
+    )
 
 
 def call(url: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, dict, Any]:
@@ -104,8 +112,7 @@ def test_health_and_models(server):
 
 
 def test_generate_with_grammar_returns_the_tags_in_the_schema_shape(server):
-    status, _, body = generate(server.url, "Translate this python code to French", grammar=GRAMMAR,
-                               max_new_tokens=400)
+    status, _, body = generate(server.url, "Translate this python code to French", grammar=GRAMMAR, max_new_tokens=400)
     assert status == 200 and "details" not in body  # TGI's default is details=false
     assert not list(spec_validator("GenerateResponse").iter_errors(body))
     tags = json.loads(body["generated_text"])["tags"]
@@ -127,19 +134,32 @@ def test_details_follow_the_request(server):
 
 
 def test_compat_route_answers_a_list_of_one(server):
-    status, _, body = call(server.url, "/", {"inputs": PAPER_PROMPT.format(query="hello"), "stream": False,
-                                             "parameters": {"grammar": GRAMMAR}})
+    status, _, body = call(
+        server.url,
+        "/",
+        {"inputs": PAPER_PROMPT.format(query="hello"), "stream": False, "parameters": {"grammar": GRAMMAR}},
+    )
     assert status == 200 and isinstance(body, list) and len(body) == 1
     assert not list(spec_validator("GenerateResponse").iter_errors(body[0]))
     json.loads(body[0]["generated_text"])
 
 
 def test_chat_completion_validates_against_the_spec(server):
-    messages = [{"role": "system", "content": "You tag."},
-                {"role": "user", "content": PAPER_PROMPT.format(query="Plan a trip to Rome")}]
-    status, _, body = call(server.url, "/v1/chat/completions", {
-        "model": "tgi", "messages": messages, "max_tokens": 400, "logprobs": True,
-        "response_format": {"type": "json_object", "value": TAGS_SCHEMA}})
+    messages = [
+        {"role": "system", "content": "You tag."},
+        {"role": "user", "content": PAPER_PROMPT.format(query="Plan a trip to Rome")},
+    ]
+    status, _, body = call(
+        server.url,
+        "/v1/chat/completions",
+        {
+            "model": "tgi",
+            "messages": messages,
+            "max_tokens": 400,
+            "logprobs": True,
+            "response_format": {"type": "json_object", "value": TAGS_SCHEMA},
+        },
+    )
     assert status == 200
     assert not list(spec_validator("ChatCompletion").iter_errors(body))
     choice = body["choices"][0]
@@ -156,8 +176,11 @@ def test_huggingface_hub_client_works_unmodified(server):
     assert json.loads(text)["tags"]
     output = client.text_generation(prompt, grammar=GRAMMAR, max_new_tokens=400, details=True)
     assert output.details.finish_reason == "eos_token" and output.generated_text == text
-    chat = client.chat_completion(messages=[{"role": "user", "content": prompt}], max_tokens=400,
-                                  response_format={"type": "json_object", "value": TAGS_SCHEMA})
+    chat = client.chat_completion(
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=400,
+        response_format={"type": "json_object", "value": TAGS_SCHEMA},
+    )
     assert json.loads(chat.choices[0].message.content) == json.loads(text)
     with pytest.raises(ValidationError, match="must have less than 1024 tokens"):
         client.text_generation("word " * 1100, max_new_tokens=10)
@@ -166,14 +189,17 @@ def test_huggingface_hub_client_works_unmodified(server):
         client.text_generation(prompt, max_new_tokens=10)
 
 
-@pytest.mark.parametrize("body", [
-    {"parameters": {}},  # no inputs
-    {"inputs": 5},
-    {"inputs": "x", "parameters": {"temperature": 0}},  # must be > 0
-    {"inputs": "x", "parameters": {"stop": ["a", "b", "c", "d", "e"]}},
-    {"inputs": "x", "parameters": {"grammar": {"type": "yaml", "value": {}}}},
-    {"inputs": "x", "parameters": {"max_new_tokens": "ten"}},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"parameters": {}},  # no inputs
+        {"inputs": 5},
+        {"inputs": "x", "parameters": {"temperature": 0}},  # must be > 0
+        {"inputs": "x", "parameters": {"stop": ["a", "b", "c", "d", "e"]}},
+        {"inputs": "x", "parameters": {"grammar": {"type": "yaml", "value": {}}}},
+        {"inputs": "x", "parameters": {"max_new_tokens": "ten"}},
+    ],
+)
 def test_invalid_generate_body_gets_422_validation(server, body):
     status, _, error = call(server.url, "/generate", body)
     assert status == 422 and error["error_type"] == "validation" and error["error"]
@@ -189,12 +215,15 @@ def test_invalid_chat_body_and_malformed_json_get_422(server):
 
 
 def test_token_limits_are_checked_like_tgi(server):
-    status, _, error = call(server.url, "/generate", {"inputs": "word " * 1100,
-                                                      "parameters": {"max_new_tokens": 10}})
-    assert (status, error) == (422, {"error": "Input validation error: `inputs` must have less than 1024 "
-                                              "tokens. Given: 1100", "error_type": "validation"})
-    status, _, error = call(server.url, "/generate", {"inputs": "word " * 1000,
-                                                      "parameters": {"max_new_tokens": 1100}})
+    status, _, error = call(server.url, "/generate", {"inputs": "word " * 1100, "parameters": {"max_new_tokens": 10}})
+    assert (status, error) == (
+        422,
+        {
+            "error": "Input validation error: `inputs` must have less than 1024 tokens. Given: 1100",
+            "error_type": "validation",
+        },
+    )
+    status, _, error = call(server.url, "/generate", {"inputs": "word " * 1000, "parameters": {"max_new_tokens": 1100}})
     assert status == 422 and "`inputs` tokens + `max_new_tokens` must be <= 2048" in error["error"]
     chat = {"messages": [{"role": "user", "content": "word " * 1100}]}
     assert call(server.url, "/v1/chat/completions", chat)[0] == 422
@@ -211,9 +240,11 @@ def test_grammar_without_properties_is_rejected_like_tgi(server):
 
 async def _concurrent_posts(url: str, n: int) -> list[tuple[int, dict, Any]]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
         async def post(i: int) -> tuple[int, dict, Any]:
             async with session.post(url + "/generate", json={"inputs": f"query {i}"}) as response:
                 return response.status, dict(response.headers), await response.json()
+
         return await asyncio.gather(*(post(i) for i in range(n)))
 
 
@@ -221,8 +252,7 @@ def test_more_than_max_concurrent_requests_in_flight_get_429(server):
     server.set_knobs(latency=2.0)  # ample time for all 129 to arrive while the first 128 wait
     results = asyncio.run(_concurrent_posts(server.url, 129))
     overloaded = [r for r in results if r[0] == 429]
-    assert overloaded and all(r[2] == {"error": "Model is overloaded", "error_type": "overloaded"}
-                              for r in overloaded)
+    assert overloaded and all(r[2] == {"error": "Model is overloaded", "error_type": "overloaded"} for r in overloaded)
     assert all("Retry-After" not in r[1] for r in overloaded)  # real TGI sends none on overload
     assert sum(r[0] == 200 for r in results) + len(overloaded) == 129
     assert server.stats()["max_in_flight"] == 128
@@ -236,8 +266,7 @@ def test_each_fault_kind_does_what_it_says(server, kind):
     if kind == "drop":
         host, port = server.url.removeprefix("http://").split(":")
         connection = http.client.HTTPConnection(host, int(port), timeout=30)
-        connection.request("POST", "/generate", json.dumps({"inputs": "hello"}),
-                           {"Content-Type": "application/json"})
+        connection.request("POST", "/generate", json.dumps({"inputs": "hello"}), {"Content-Type": "application/json"})
         with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
             connection.getresponse()
         assert server.stats()["statuses"] == {"drop": 1}
@@ -245,8 +274,12 @@ def test_each_fault_kind_does_what_it_says(server, kind):
     started = time.monotonic()
     status, headers, body = generate(server.url, "Summarize this email", grammar=GRAMMAR, details=True)
     elapsed = time.monotonic() - started
-    errors = {"429": (429, "overloaded"), "503": (503, "unavailable"), "424": (424, "generation"),
-              "500": (500, "incomplete_generation")}
+    errors = {
+        "429": (429, "overloaded"),
+        "503": (503, "unavailable"),
+        "424": (424, "generation"),
+        "500": (500, "incomplete_generation"),
+    }
     if kind in errors:
         assert (status, body["error_type"]) == errors[kind]
         if kind in ("429", "503"):
@@ -298,8 +331,11 @@ def test_fault_draws_are_reproducible_per_seed(server):
 
 def test_stats_count_routes_statuses_queries_and_log_in_order(server):
     generate(server.url, "first query")
-    call(server.url, "/v1/chat/completions",
-         {"messages": [{"role": "user", "content": INSTAGGER_PROMPT.format(query="second query")}]})
+    call(
+        server.url,
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": INSTAGGER_PROMPT.format(query="second query")}]},
+    )
     call(server.url, "/", {"inputs": "just a plain prompt"})
     call(server.url, "/generate", {"inputs": 1})
     call(server.url, "/info")
@@ -342,8 +378,19 @@ def test_bad_knobs_are_refused(server):
 
 
 def test_command_line_prints_ready_and_takes_knob_flags():
-    command = [sys.executable, "-m", "tests.servers.tgi_server", "--port", "0", "--model-id", "cli/model",
-               "--faults", "prose,dict", "--latency", "0.01"]
+    command = [
+        sys.executable,
+        "-m",
+        "tests.servers.tgi_server",
+        "--port",
+        "0",
+        "--model-id",
+        "cli/model",
+        "--faults",
+        "prose,dict",
+        "--latency",
+        "0.01",
+    ]
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()

@@ -115,11 +115,20 @@ class TGIServer(openai.ChatRoutes):
         self.hosts: dict[str, Counter[str]] = {}
 
     def stats(self) -> dict[str, Any]:
-        return {"requests": self.requests, "routes": dict(self.routes), "statuses": dict(self.statuses),
-                "faults": dict(self.faults), "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
-                "queries": dict(self.queries), "formats": dict(self.formats), "refused": self.refused,
-                "queued": self.queued,
-                "hosts": {host: dict(counts) for host, counts in self.hosts.items()}, "log": self.log}
+        return {
+            "requests": self.requests,
+            "routes": dict(self.routes),
+            "statuses": dict(self.statuses),
+            "faults": dict(self.faults),
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "queries": dict(self.queries),
+            "formats": dict(self.formats),
+            "refused": self.refused,
+            "queued": self.queued,
+            "hosts": {host: dict(counts) for host, counts in self.hosts.items()},
+            "log": self.log,
+        }
 
     @property
     def openai(self) -> bool:
@@ -163,8 +172,9 @@ class TGIServer(openai.ChatRoutes):
         self.refused += 1
         shown = f" (received {sent!r})" if k.echo_key and sent else ""
         if self.openai:
-            return openai.error(k.refuse_status, f"Incorrect API key provided{shown}", "invalid_request_error",
-                                code="invalid_api_key")
+            return openai.error(
+                k.refuse_status, f"Incorrect API key provided{shown}", "invalid_request_error", code="invalid_api_key"
+            )
         return _error(k.refuse_status, f"Unauthorized{shown}", "unauthorized")
 
     async def _log_refused(self, request: web.Request) -> None:
@@ -189,12 +199,24 @@ class TGIServer(openai.ChatRoutes):
         if self.openai:  # vLLM has no /info: that is how clients tell it from TGI
             return web.json_response({"detail": "Not Found"}, status=404)  # FastAPI's 404
         k = self.knobs
-        return web.json_response({
-            "model_id": k.model_id, "model_sha": None, "model_pipeline_tag": "text-generation",
-            "max_concurrent_requests": k.max_concurrent_requests, "max_best_of": 2, "max_stop_sequences": 4,
-            "max_input_tokens": k.max_input_tokens, "max_total_tokens": k.max_total_tokens,
-            "validation_workers": 2, "max_client_batch_size": 4, "router": "text-generation-router",
-            "version": VERSION, "sha": None, "docker_label": None})
+        return web.json_response(
+            {
+                "model_id": k.model_id,
+                "model_sha": None,
+                "model_pipeline_tag": "text-generation",
+                "max_concurrent_requests": k.max_concurrent_requests,
+                "max_best_of": 2,
+                "max_stop_sequences": 4,
+                "max_input_tokens": k.max_input_tokens,
+                "max_total_tokens": k.max_total_tokens,
+                "validation_workers": 2,
+                "max_client_batch_size": 4,
+                "router": "text-generation-router",
+                "version": VERSION,
+                "sha": None,
+                "docker_label": None,
+            }
+        )
 
     async def health(self, _: web.Request) -> web.Response:
         return web.Response() if self.knobs.healthy else _error(503, "unhealthy", "healthcheck")
@@ -295,8 +317,7 @@ class TGIServer(openai.ChatRoutes):
             return web.Response()  # never sent: aiohttp ignores writes to a closed transport
         if fault == "424":
             self._done(job.route, query, 424, fault)
-            return _error(424, "Request failed during generation: Server error: CUDA out of memory",
-                          "generation")
+            return _error(424, "Request failed during generation: Server error: CUDA out of memory", "generation")
         if fault == "500":
             self._done(job.route, query, 500, fault)
             return _error(500, "Incomplete generation", "incomplete_generation")
@@ -304,13 +325,16 @@ class TGIServer(openai.ChatRoutes):
         self._done(job.route, query, 200, fault)
         headers = {}
         if job.route != CHAT:  # TGI's generate_internal sends the token counts as headers
-            headers = {"x-prompt-tokens": str(job.input_tokens),
-                       "x-generated-tokens": str(len(model.split_tokens(text)))}
+            headers = {
+                "x-prompt-tokens": str(job.input_tokens),
+                "x-generated-tokens": str(len(model.split_tokens(text))),
+            }
         return web.json_response(job.response(text, finish, k.model_id), headers=headers)
 
 
-async def _serve(host: str, port: int, knobs: Knobs, exit_with_stdin: bool = False,
-                 tls: tuple[str, str] | None = None) -> None:
+async def _serve(
+    host: str, port: int, knobs: Knobs, exit_with_stdin: bool = False, tls: tuple[str, str] | None = None
+) -> None:
     app = TGIServer(knobs).app()
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
@@ -343,8 +367,7 @@ def _cli_value(text: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.servers.tgi_server",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.servers.tgi_server", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on the READY line)")
     parser.add_argument("--knobs", type=json.loads, default={}, help="knobs as one JSON object")
@@ -352,9 +375,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tls-cert", default=None, help="serve https with this certificate (PEM)")
     parser.add_argument("--tls-key", default=None, help="...and this private key (PEM)")
     for f in fields(Knobs):
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_cli_value,
-                            default=argparse.SUPPRESS,
-                            help=f"knob (default {f.default!r}); JSON or plain text")
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=_cli_value,
+            default=argparse.SUPPRESS,
+            help=f"knob (default {f.default!r}); JSON or plain text",
+        )
     args = vars(parser.parse_args(argv))
     host, port, exit_with_stdin = args.pop("host"), args.pop("port"), args.pop("exit_with_stdin")
     cert, key = args.pop("tls_cert"), args.pop("tls_key")

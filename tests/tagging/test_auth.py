@@ -43,7 +43,9 @@ def one_line(error: BaseException) -> str:
 
 def files_holding(secret: str, *roots: Path) -> list[str]:
     """Every file under ``roots`` whose bytes contain ``secret``."""
-    return [str(p) for root in roots for p in Path(root).rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    return [
+        str(p) for root in roots for p in Path(root).rglob("*") if p.is_file() and secret.encode() in p.read_bytes()
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -66,21 +68,29 @@ def test_the_key_comes_from_python_instag_api_key_or_a_named_variable(guarded, r
     assert all(e is None for e in tagged["instag_error"])
     monkeypatch.delenv("INSTAG_API_KEY")
     monkeypatch.setenv("VLLM_KEY", KEY)
-    tagged = prompts(3, "c ").map(Tagger(guarded.url, api_key_env="VLLM_KEY", cache=request_cache_dir).atag,
-                                  batched=True)
+    tagged = prompts(3, "c ").map(
+        Tagger(guarded.url, api_key_env="VLLM_KEY", cache=request_cache_dir).atag, batched=True
+    )
     assert all(e is None for e in tagged["instag_error"])
     stats = guarded.stats()
     assert stats["refused"] == 0 and stats["statuses"] == {"200": 9}
 
 
-@pytest.mark.parametrize(("how", "where"), [("python", "Tagger(api_key=...)"), ("env", "$INSTAG_API_KEY"),
-                                            ("named", "$VLLM_KEY (named by api_key_env)")])
-def test_a_key_refused_mid_run_stops_the_map_at_once_with_one_line(guarded, request_cache_dir, monkeypatch,
-                                                                   how, where):
+@pytest.mark.parametrize(
+    ("how", "where"),
+    [("python", "Tagger(api_key=...)"), ("env", "$INSTAG_API_KEY"), ("named", "$VLLM_KEY (named by api_key_env)")],
+)
+def test_a_key_refused_mid_run_stops_the_map_at_once_with_one_line(guarded, request_cache_dir, monkeypatch, how, where):
     kwargs = {"api_key": KEY} if how == "python" else {"api_key_env": "VLLM_KEY"} if how == "named" else {}
     monkeypatch.setenv("INSTAG_API_KEY" if how == "env" else "VLLM_KEY", KEY)
-    tagger = Tagger(guarded.url, cache=request_cache_dir, retry=RetryPolicy(base_delay=0.01), concurrency=8,
-                    progress=False, **kwargs)
+    tagger = Tagger(
+        guarded.url,
+        cache=request_cache_dir,
+        retry=RetryPolicy(base_delay=0.01),
+        concurrency=8,
+        progress=False,
+        **kwargs,
+    )
     tagger.servers()  # detection passes...
     guarded.set_knobs(api_key="sk-rotated-by-the-admin")  # ...then the key is revoked
     with pytest.raises(AuthenticationError) as caught:
@@ -152,8 +162,9 @@ def test_keys_stay_out_of_pickles_fingerprints_reprs_and_logs(guarded, request_c
     assert all(e is None for e in tagged["instag_error"])
     # a key given in Python does not: the refusal the workers get says why
     with pytest.raises(AuthenticationError, match="never pickled, so num_proc workers do not have it"):
-        prompts(8, "lost ").map(Tagger(guarded.url, api_key=KEY, cache=False, progress=False), batched=True,
-                                batch_size=2, num_proc=2)
+        prompts(8, "lost ").map(
+            Tagger(guarded.url, api_key=KEY, cache=False, progress=False), batched=True, batch_size=2, num_proc=2
+        )
 
 
 def test_the_cli_reads_the_key_from_the_named_variable(guarded, tmp_path, monkeypatch):
@@ -161,13 +172,38 @@ def test_the_cli_reads_the_key_from_the_named_variable(guarded, tmp_path, monkey
     prompts(6).to_json(str(pool))
     monkeypatch.setenv("TAGGER_KEY", KEY)
     out, cache = tmp_path / "tagged", tmp_path / "requests"
-    result = CliRunner().invoke(main, ["tag", str(pool), "--endpoint", guarded.url, "--api-key-env", "TAGGER_KEY",
-                                       "--cache-dir", str(cache), "-o", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "tag",
+            str(pool),
+            "--endpoint",
+            guarded.url,
+            "--api-key-env",
+            "TAGGER_KEY",
+            "--cache-dir",
+            str(cache),
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "Tagged 6 rows (0 with an instag_error" in result.output
     monkeypatch.setenv("TAGGER_KEY", "sk-a-wrong-key-0000")
-    result = CliRunner().invoke(main, ["tag", str(pool), "--endpoint", guarded.url, "--api-key-env", "TAGGER_KEY",
-                                       "--no-cache", "-o", str(tmp_path / "again")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "tag",
+            str(pool),
+            "--endpoint",
+            guarded.url,
+            "--api-key-env",
+            "TAGGER_KEY",
+            "--no-cache",
+            "-o",
+            str(tmp_path / "again"),
+        ],
+    )
     assert result.exit_code == 1
     assert_one_line_error(result, "HTTP 401", "$TAGGER_KEY")
     assert "sk-a-wrong-key-0000" not in result.output and KEY not in result.output
@@ -182,8 +218,12 @@ def test_which_urls_count_as_hugging_face_inference_hosts():
     assert is_hf_inference_url("https://router.huggingface.co/v1", "https://router.huggingface.co")
     assert is_hf_inference_url("http://127.0.0.1:5000", "http://127.0.0.1:5000/v1")  # the router, moved for tests
     assert not is_hf_inference_url("http://abc.endpoints.huggingface.cloud", "https://router.huggingface.co")
-    for other in ("https://endpoints.huggingface.cloud.evil.example", "https://huggingface.co",
-                  "https://evil.example/router.huggingface.co", "https://my-vllm.internal:8000"):
+    for other in (
+        "https://endpoints.huggingface.cloud.evil.example",
+        "https://huggingface.co",
+        "https://evil.example/router.huggingface.co",
+        "https://my-vllm.internal:8000",
+    ):
         assert not is_hf_inference_url(other, "https://router.huggingface.co")
 
 
@@ -192,16 +232,20 @@ def test_the_hub_token_goes_to_an_inference_endpoint_and_to_no_other_host(tls_fi
     cert = tls_files[0]
     names = (ENDPOINT_HOST, OTHER_HOST, "plain.endpoints.huggingface.cloud")
     connector = functools.partial(loopback_connector, names, cert)
-    with (start_tgi_server(tls=tls_files, api_key=HUB_TOKEN) as endpoint,  # TGI behind an Inference Endpoint
-          start_tgi_server(tls=tls_files, personality="openai") as other,
-          start_tgi_server(personality="openai") as plain):
+    with (
+        start_tgi_server(tls=tls_files, api_key=HUB_TOKEN) as endpoint,  # TGI behind an Inference Endpoint
+        start_tgi_server(tls=tls_files, personality="openai") as other,
+        start_tgi_server(personality="openai") as plain,
+    ):
         hf_url = f"https://{ENDPOINT_HOST}:{endpoint.port}"
         tagger = Tagger(hf_url, connector=connector, cache=request_cache_dir, progress=False)
         tagged = prompts(5).map(tagger.atag, batched=True)
         assert all(e is None for e in tagged["instag_error"]) and tagger.servers()[0].kind == TGI
         assert endpoint.stats()["hosts"] == {f"{ENDPOINT_HOST}:{endpoint.port}": {"auth": 6}}  # /info + 5
-        for server, url in ((other, f"https://{OTHER_HOST}:{other.port}"),
-                            (plain, f"http://plain.endpoints.huggingface.cloud:{plain.port}")):
+        for server, url in (
+            (other, f"https://{OTHER_HOST}:{other.port}"),
+            (plain, f"http://plain.endpoints.huggingface.cloud:{plain.port}"),
+        ):
             tagger = Tagger(url, connector=connector, cache=request_cache_dir, progress=False)
             tagged = prompts(5, "elsewhere ").map(tagger.atag, batched=True)
             assert all(e is None for e in tagged["instag_error"]) and tagger.servers()[0].kind == "vllm"
@@ -214,7 +258,9 @@ def test_an_inference_endpoint_without_a_token_says_how_to_log_in(tls_files, mon
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with start_tgi_server(tls=tls_files, api_key=HUB_TOKEN) as endpoint:
         connector = functools.partial(loopback_connector, (ENDPOINT_HOST,), tls_files[0])
-        with pytest.raises(AuthenticationError, match="no Hugging Face token was found; run `hf auth login` or set HF_TOKEN"):
+        with pytest.raises(
+            AuthenticationError, match="no Hugging Face token was found; run `hf auth login` or set HF_TOKEN"
+        ):
             Tagger(f"https://{ENDPOINT_HOST}:{endpoint.port}", connector=connector).servers()
 
 
@@ -231,8 +277,9 @@ def router(monkeypatch):
 
 
 @pytest.mark.parametrize("provider", ["auto", "together"])
-def test_providers_tag_through_the_router_with_the_hub_token_and_its_429s_are_retried(router, request_cache_dir,
-                                                                                     provider):
+def test_providers_tag_through_the_router_with_the_hub_token_and_its_429s_are_retried(
+    router, request_cache_dir, provider
+):
     router.set_knobs(fail_first_attempts=1, fail_first_fault="429", retry_after=0)
     tagger = Tagger(model=LLAMA, provider=provider, cache=request_cache_dir, progress=False)
     assert tagger.endpoints == (router.url,)
@@ -249,8 +296,21 @@ def test_providers_tag_through_the_router_with_the_hub_token_and_its_429s_are_re
 def test_the_cli_tags_through_a_provider(router, tmp_path):
     pool = tmp_path / "pool.jsonl"
     prompts(4).to_json(str(pool))
-    result = CliRunner().invoke(main, ["tag", str(pool), "--provider", "auto", "--model", LLAMA,
-                                       "--cache-dir", str(tmp_path / "req"), "-o", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "tag",
+            str(pool),
+            "--provider",
+            "auto",
+            "--model",
+            LLAMA,
+            "--cache-dir",
+            str(tmp_path / "req"),
+            "-o",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "Tagged 4 rows (0 with an instag_error; 4 requests" in result.output
     assert not files_holding(HUB_TOKEN, tmp_path)

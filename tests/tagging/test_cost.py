@@ -30,8 +30,10 @@ def test_dry_run_counts_what_would_be_sent_after_the_cache_and_sends_nothing(tgi
     assert_ok(result)
     template = get_template("paper")
     estimate = -(-sum(len(template.render(r["prompt"])) for r in rows[8:]) // 4)
-    assert (f"Dry run: 12 rows, 12 user queries (12 distinct); 8 answered by the request cache; would send 4 "
-            f"requests to instag-fake/tgi-tagger on server kind tgi, about {estimate:,} prompt tokens") in result.output
+    assert (
+        f"Dry run: 12 rows, 12 user queries (12 distinct); 8 answered by the request cache; would send 4 "
+        f"requests to instag-fake/tgi-tagger on server kind tgi, about {estimate:,} prompt tokens"
+    ) in result.output
     assert "Nothing was sent." in result.output
     stats = tgi.stats()
     assert stats["requests"] == 0 and set(stats["routes"]) == {"/info"}  # asked what it serves, nothing else
@@ -41,8 +43,10 @@ def test_dry_run_counts_what_would_be_sent_after_the_cache_and_sends_nothing(tgi
 def test_dry_run_without_an_endpoint_still_counts(pool_file, tmp_path):
     result = invoke("tag", pool_file, "--dry-run")
     assert_ok(result)
-    assert "12 user queries (12 distinct); request cache not checked (no endpoint configured); would send 12" \
+    assert (
+        "12 user queries (12 distinct); request cache not checked (no endpoint configured); would send 12"
         in result.output
+    )
 
 
 def test_dry_run_and_output_exclude_each_other(tgi, pool_file, tmp_path):
@@ -69,8 +73,10 @@ def test_the_card_carries_the_cost_of_tagging(tgi, request_cache_dir):
     pool = pool.map(normalizer.fit(pool), batched=True)
     card = str(instag_hf.build_card(instag_hf.sample(pool, n=5, seed=0), pool=pool, tagger=tagger, plots=False))
     prompt, generated = expected_tokens(queries, "paper")
-    assert (f"- **Tagging cost:** 30 queries, {prompt:,} prompt tokens, {generated:,} generated tokens, "
-            "model `instag-fake/tgi-tagger` on server kind `tgi`\n") in card
+    assert (
+        f"- **Tagging cost:** 30 queries, {prompt:,} prompt tokens, {generated:,} generated tokens, "
+        "model `instag-fake/tgi-tagger` on server kind `tgi`\n"
+    ) in card
     again = Tagger(tgi.url, cache=request_cache_dir, progress=False)
     ds.map(again.atag, batched=True)
     card = str(instag_hf.build_card(instag_hf.sample(pool, n=5, seed=0), pool=pool, tagger=again, plots=False))

@@ -64,8 +64,9 @@ def vllm(vllm_server):
 def test_tgi_bodies_follow_tgis_spec(params):
     defs = TGI_SPEC["components"]["schemas"]
     for raw, route, schema in ((True, "/generate", "GenerateRequest"), (False, "/v1/chat/completions", "ChatRequest")):
-        path, body = build_request(TGI, "m", "Tag this: [begin]\nx\n[end]", raw, params, TAGS_JSON_SCHEMA,
-                                   first_form(TGI))
+        path, body = build_request(
+            TGI, "m", "Tag this: [begin]\nx\n[end]", raw, params, TAGS_JSON_SCHEMA, first_form(TGI)
+        )
         assert path == route
         Draft202012Validator(openapi_to_jsonschema(defs[schema], defs)).validate(body)
 
@@ -81,7 +82,8 @@ def test_openai_compatible_bodies_follow_openais_spec(kind, params):
     assert first_form(kind) == JSON_SCHEMA
     rf = build_request(kind, "m", "p", False, params, TAGS_JSON_SCHEMA, JSON_SCHEMA)[1]["response_format"]
     assert rf["json_schema"]["strict"] is True and rf["json_schema"]["schema"] == strict_schema(
-        answer_schema(TAGS_JSON_SCHEMA))
+        answer_schema(TAGS_JSON_SCHEMA)
+    )
     assert "minItems" not in json.dumps(rf)
     Draft202012Validator.check_schema(rf["json_schema"]["schema"])
 
@@ -92,8 +94,9 @@ def test_llama_cpp_body_follows_the_shipped_servers_own_spec(llama_server):
     defs = spec["components"]["schemas"]
     validator = Draft202012Validator(openapi_to_jsonschema(defs["CreateChatCompletionRequest"], defs))
     for params in (GREEDY, SAMPLED):
-        path, body = build_request(LLAMACPP, "model.gguf", "Tag this", False, params, TAGS_JSON_SCHEMA,
-                                   first_form(LLAMACPP))
+        path, body = build_request(
+            LLAMACPP, "model.gguf", "Tag this", False, params, TAGS_JSON_SCHEMA, first_form(LLAMACPP)
+        )
         validator.validate(body)
         assert body["response_format"] == {"type": "json_object", "schema": answer_schema(TAGS_JSON_SCHEMA)}
 
@@ -110,10 +113,17 @@ def test_llama_cpp_is_detected_and_answers_in_its_form(llama_server, request_cac
 # -- detection and forcing the kind ----------------------------------------------------------
 
 
-@pytest.mark.parametrize(("owned_by", "kind", "form"), [
-    ("vllm", VLLM, "json_schema"), ("sglang", SGLANG, "json_schema"), ("openai", OPENAI, "json_schema"),
-    ("llamacpp", LLAMACPP, "json_object"), ("me", LLAMACPP, "json_object"), ("someone", OPENAI, "json_schema"),
-])
+@pytest.mark.parametrize(
+    ("owned_by", "kind", "form"),
+    [
+        ("vllm", VLLM, "json_schema"),
+        ("sglang", SGLANG, "json_schema"),
+        ("openai", OPENAI, "json_schema"),
+        ("llamacpp", LLAMACPP, "json_object"),
+        ("me", LLAMACPP, "json_object"),
+        ("someone", OPENAI, "json_schema"),
+    ],
+)
 def test_the_kind_comes_from_owned_by_and_decides_the_form(vllm, request_cache_dir, owned_by, kind, form):
     vllm.set_knobs(owned_by=owned_by, models=MODELS[:1])
     tagger = Tagger(vllm.url + "/v1", cache=request_cache_dir, progress=False)  # a /v1 base URL is fine
@@ -238,10 +248,22 @@ def test_usage_is_summed_exactly(vllm, tgi, request_cache_dir, personality, temp
 
 def test_the_cli_chooses_the_model_and_the_server_kind(vllm, tmp_path):
     pool = write_jsonl(tmp_path / "pool.jsonl", make_rows(5, seed=2))
-    assert_one_line_error(invoke("tag", pool, "--endpoint", vllm.url, "--no-cache", "-o", tmp_path / "a"),
-                          "serves 3 models", "--model")
-    result = invoke("tag", pool, "--endpoint", vllm.url, "--model", MODELS[2], "--server", "openai", "--no-cache",
-                    "-o", tmp_path / "b")
+    assert_one_line_error(
+        invoke("tag", pool, "--endpoint", vllm.url, "--no-cache", "-o", tmp_path / "a"), "serves 3 models", "--model"
+    )
+    result = invoke(
+        "tag",
+        pool,
+        "--endpoint",
+        vllm.url,
+        "--model",
+        MODELS[2],
+        "--server",
+        "openai",
+        "--no-cache",
+        "-o",
+        tmp_path / "b",
+    )
     assert_ok(result)
     assert "Tagged 5 rows (0 with an instag_error; 5 requests" in result.stdout
     assert vllm.stats()["formats"] == {"json_schema": 5}

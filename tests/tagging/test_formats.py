@@ -58,12 +58,8 @@ def test_format_override_uses_its_default_column():
 def test_column_override_infers_format_from_the_name():
     assert detect_format(["conversations", "body"], column="body") == RowFormat("prompt", "body")
     assert detect_format(["x", "messages"], column="messages") == RowFormat("messages", "messages")
-    assert detect_format(["instruction", "input"], column="instruction") == RowFormat(
-        "alpaca", "instruction", "input"
-    )
-    assert detect_format(["chat"], column="chat", format="sharegpt") == RowFormat(
-        "sharegpt", "chat"
-    )
+    assert detect_format(["instruction", "input"], column="instruction") == RowFormat("alpaca", "instruction", "input")
+    assert detect_format(["chat"], column="chat", format="sharegpt") == RowFormat("sharegpt", "chat")
     with pytest.raises(FormatError, match=r"'nope' is not in the dataset \(columns: \['a'\]\)"):
         detect_format(["a"], column="nope")
 
@@ -124,12 +120,8 @@ def test_sharegpt_bad_turns_keep_true_indexes():
         ]
     )
     rows = extract_queries(batch, detect_format(ds.column_names))
-    assert rows[0] == RowQueries(
-        [(0, "first"), (3, "fourth")], "turn 1: query is empty; turn 2: query is None"
-    )
-    assert rows[1] == RowQueries(
-        [], "no user turn in conversations (roles seen: ['gpt', 'system'])"
-    )
+    assert rows[0] == RowQueries([(0, "first"), (3, "fourth")], "turn 1: query is empty; turn 2: query is None")
+    assert rows[1] == RowQueries([], "no user turn in conversations (roles seen: ['gpt', 'system'])")
     assert rows[2] == RowQueries([], "no user turn in conversations")
     assert rows[3] == RowQueries([], "conversations is None")
     # A single user turn reads like a prompt row: no turn number.
@@ -216,16 +208,12 @@ def test_alpaca_appends_non_empty_input():
         RowQueries([], "query is None"),
     ]
     odd = extract_queries({"instruction": ["Do"], "input": [5]}, fmt)
-    assert odd == [
-        RowQueries([(0, "Do")], "input is not a string (got int): tagged the instruction alone")
-    ]
+    assert odd == [RowQueries([(0, "Do")], "input is not a string (got int): tagged the instruction alone")]
 
 
 def test_alpaca_without_input_column():
     ds, batch = batch_of([{"instruction": "Do it", "output": "done"}])
-    assert extract_queries(batch, detect_format(ds.column_names)) == [
-        RowQueries([(0, "Do it")], None)
-    ]
+    assert extract_queries(batch, detect_format(ds.column_names)) == [RowQueries([(0, "Do it")], None)]
 
 
 def test_prompt_column_problems():
@@ -247,9 +235,7 @@ def test_missing_column_in_batch_raises_format_error():
 
 
 def test_works_as_a_real_batched_map():
-    ds = Dataset.from_list(
-        [{"conversations": [{"from": "human", "value": "a"}, {"from": "human", "value": "b"}]}]
-    )
+    ds = Dataset.from_list([{"conversations": [{"from": "human", "value": "a"}, {"from": "human", "value": "b"}]}])
     fmt = detect_format(ds.column_names)
 
     def count(batch):

@@ -52,8 +52,9 @@ def test_the_llama_cpp_build_uses_no_avx512_or_amx_instruction():
     # there wherever gcc is) shows what the binary would execute.
     offending = re.compile(r"%zmm\d|%k[1-7]\b|\btile(loadd|stored|zero|release|cfg)|\btdpb")
     for lib in _shared_libraries():
-        listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(lib)], capture_output=True,
-                                 text=True, check=True).stdout
+        listing = subprocess.run(
+            ["objdump", "-d", "--no-show-raw-insn", str(lib)], capture_output=True, text=True, check=True
+        ).stdout
         hits = [line for line in listing.splitlines() if offending.search(line)]
         assert not hits, f"{lib.name} holds AVX-512/AMX instructions, e.g. {hits[:3]}"
 

@@ -60,18 +60,19 @@ def test_single_object_is_kept_as_one_tag_and_said():
 def test_lone_surrogates_and_nul_never_leave_the_parser():
     # Valid JSON whose strings are not valid text: \ud800 decodes to a lone surrogate,
     # which no UTF-8 writer (Arrow, SQLite, JSON files) accepts.
-    answer = json.dumps([
-        {"tag": "Math", "explanation": "sums"},
-        {"tag": "bad \ud800 tag", "explanation": "dropped with its tag"},
-        {"tag": "nul\x00tag", "explanation": ""},
-        {"tag": "Code", "explanation": "a NUL \x00 and \udfff in an explanation"},
-    ])
+    answer = json.dumps(
+        [
+            {"tag": "Math", "explanation": "sums"},
+            {"tag": "bad \ud800 tag", "explanation": "dropped with its tag"},
+            {"tag": "nul\x00tag", "explanation": ""},
+            {"tag": "Code", "explanation": "a NUL \x00 and \udfff in an explanation"},
+        ]
+    )
     assert "\\ud800" in answer  # escaped in the JSON text, as a model writes it
     result = parse_tags(answer)
     assert result.tags == [("Math", "sums"), ("Code", "a NUL \ufffd and \ufffd in an explanation")]
     assert result.warning == (
-        "dropped 2 tags that are not valid text (lone surrogate or NUL); "
-        "replaced invalid characters in 1 explanation"
+        "dropped 2 tags that are not valid text (lone surrogate or NUL); replaced invalid characters in 1 explanation"
     )
     for tag, explanation in result.tags:
         (tag + explanation).encode("utf-8")
@@ -156,8 +157,7 @@ def test_cleaning_and_merging():
     assert result.tags == [("Code Review", "later explanation"), ("Debugging", "spaced")]
     assert result.error is None
     assert result.warning == (
-        "dropped 1 item that is not a tag; dropped 1 blank tag; "
-        f"dropped 1 tag longer than {MAX_TAG_CHARS} characters"
+        f"dropped 1 item that is not a tag; dropped 1 blank tag; dropped 1 tag longer than {MAX_TAG_CHARS} characters"
     )
 
 
@@ -210,12 +210,12 @@ def _fuzz_inputs(rng: random.Random):
         yield text[i:j]
         yield text[:j]
     for _ in range(200):
-        yield bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))).decode(
-            "utf-8", errors="replace"
-        )
+        yield bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))).decode("utf-8", errors="replace")
         yield "".join(rng.choice('[]{}",:\\ tagexplnio0-e\n') for _ in range(rng.randrange(1, 120)))
-        yield "".join(rng.choice(['"\\ud800"', "\ud800", "\x00", '"\\u0000"', '"tag"', ":", "[", "{", "}", "]", ","])
-                      for _ in range(rng.randrange(1, 40)))
+        yield "".join(
+            rng.choice(['"\\ud800"', "\ud800", "\x00", '"\\u0000"', '"tag"', ":", "[", "{", "}", "]", ","])
+            for _ in range(rng.randrange(1, 40))
+        )
     for depth in (10, 999, 1000, 5000, 50000):
         yield "[" * depth
         yield "{" * depth

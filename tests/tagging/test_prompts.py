@@ -27,9 +27,7 @@ def test_paper_template_bytes_are_pinned():
     assert "Below is an instruction:\n[begin]\n{query}\n[end]\nPlease provide" in PAPER_TEMPLATE
     # The paper's grammar slips are part of the prompt.
     assert "Your response have to strictly follow" in PAPER_TEMPLATE
-    assert PAPER_TEMPLATE.endswith(
-        'this JSON format: [{"tag": str, "explanation": str}]. Please response in English.'
-    )
+    assert PAPER_TEMPLATE.endswith('this JSON format: [{"tag": str, "explanation": str}]. Please response in English.')
     assert PAPER_TEMPLATE.count("\n") == 4
 
 

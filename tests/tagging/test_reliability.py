@@ -28,7 +28,9 @@ FAST_RETRY = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05)
 
 
 def prompts(n: int, salt: str = "") -> datasets.Dataset:
-    return datasets.Dataset.from_dict({"prompt": [f"{salt}How do I solve puzzle number {i} with python?" for i in range(n)]})
+    return datasets.Dataset.from_dict(
+        {"prompt": [f"{salt}How do I solve puzzle number {i} with python?" for i in range(n)]}
+    )
 
 
 def assert_nothing_lost(ds: datasets.Dataset) -> None:
@@ -87,7 +89,9 @@ def test_unparseable_answers_are_asked_again_once(tgi, tmp_path):
 def test_an_endpoint_that_fails_everything_stops_the_map_fast(tgi, request_cache_dir):
     tgi.set_knobs(fault_rate=1.0, faults=["503"], retry_after=0)
     tagger = Tagger(tgi.url, cache=request_cache_dir, retry=FAST_RETRY, fail_fast_seconds=0.2, progress=False)
-    with pytest.raises(EndpointError, match=r"No tagging endpoint answered for \d+s: .*HTTP 503.*run the same map again"):
+    with pytest.raises(
+        EndpointError, match=r"No tagging endpoint answered for \d+s: .*HTTP 503.*run the same map again"
+    ):
         prompts(500).map(tagger.atag, batched=True)
     assert tgi.stats()["requests"] < 500 * FAST_RETRY.max_attempts / 2  # stopped, not exhausted
 
@@ -104,8 +108,9 @@ def _dead_server_map(
     """Tag 500 rows with the server killed (or stopped) mid-map; returns (error, seconds from
     the kill to the error, answers received before it)."""
     server = start_tgi_server(latency=latency, max_concurrent_requests=slots)
-    tagger = Tagger(server.url, cache=request_cache_dir, fail_fast_seconds=FAIL_FAST_SECONDS, timeout=timeout,
-                    progress=False)
+    tagger = Tagger(
+        server.url, cache=request_cache_dir, fail_fast_seconds=FAIL_FAST_SECONDS, timeout=timeout, progress=False
+    )
     killed_at: list[float] = []
 
     def strike() -> None:
@@ -132,8 +137,9 @@ def _rerun_sends_only_the_rest(request_cache_dir) -> None:
     cached = len(RequestCache(request_cache_dir))
     assert 40 <= cached < 500
     with start_tgi_server() as restarted:
-        tagged = prompts(500, "dead ").map(Tagger(restarted.url, cache=request_cache_dir, progress=False).atag,
-                                           batched=True)
+        tagged = prompts(500, "dead ").map(
+            Tagger(restarted.url, cache=request_cache_dir, progress=False).atag, batched=True
+        )
         assert all(error is None for error in tagged["instag_error"])
         assert len(restarted.stats()["queries"]) == 500 - cached  # only what was not answered
 
@@ -141,8 +147,9 @@ def _rerun_sends_only_the_rest(request_cache_dir) -> None:
 @pytest.mark.parametrize("slots,latency", [(4, 0.02), (128, 0.5)], ids=["4-slots", "128-slots"])
 def test_a_server_killed_mid_map_stops_it_within_fail_fast_seconds(request_cache_dir, slots, latency):
     error, seconds, answered = _dead_server_map(request_cache_dir, slots=slots, latency=latency, how="kill")
-    assert re.search(r"No tagging endpoint answered for \d+s: http://127\.0\.0\.1:\d+ failed \d+ attempts? \(last: ",
-                     str(error)), error
+    assert re.search(
+        r"No tagging endpoint answered for \d+s: http://127\.0\.0\.1:\d+ failed \d+ attempts? \(last: ", str(error)
+    ), error
     assert "run the same map again" in str(error)
     assert seconds < FAIL_FAST_SECONDS + SLACK_SECONDS, f"the map ran on for {seconds:.1f}s after the kill"
     assert answered >= 40
@@ -354,8 +361,10 @@ def test_a_poisoned_answer_in_a_cache_of_an_older_version_is_a_row_error(tgi, re
     tagger = Tagger(tgi.url, cache=request_cache_dir, progress=False)
     poisoned = json.dumps([{"tag": "math", "explanation": "sums"}, {"tag": "bad \ud800", "explanation": ""}])
     clean = json.dumps([{"tag": "puzzle", "explanation": "a riddle"}])
-    old_cache(request_cache_dir, {cache_key(tagger, tgi.url, ds[0]["prompt"]): poisoned,
-                                  cache_key(tagger, tgi.url, ds[1]["prompt"]): clean})
+    old_cache(
+        request_cache_dir,
+        {cache_key(tagger, tgi.url, ds[0]["prompt"]): poisoned, cache_key(tagger, tgi.url, ds[1]["prompt"]): clean},
+    )
     tagged = ds.map(tagger.atag, batched=True)
     assert tgi.stats()["requests"] == 0  # both answers come from the old file, which keeps working
     assert [[t["tag"] for t in tags] for tags in tagged["instag_raw_tags"]] == [["math"], ["puzzle"]]
@@ -411,8 +420,9 @@ def test_a_corrupt_request_cache_is_moved_aside_and_a_new_one_started(tgi, reque
         data[4096:] = b"\xff" * (len(data) - 4096)
         path.write_bytes(bytes(data))
     caplog.set_level(logging.WARNING)
-    tagged = prompts(4, "after damage ").map(Tagger(tgi.url, cache=request_cache_dir, progress=False).atag,
-                                             batched=True)
+    tagged = prompts(4, "after damage ").map(
+        Tagger(tgi.url, cache=request_cache_dir, progress=False).atag, batched=True
+    )
     assert all(tags for tags in tagged["instag_raw_tags"]) and tgi.stats()["requests"] == 4
     aside = [p for p in request_cache_dir.iterdir() if p.name.startswith(RequestCache.FILENAME + ".corrupt")]
     assert len(aside) == 1
@@ -436,7 +446,6 @@ def test_a_cached_answer_changed_on_disk_is_asked_again(tgi, request_cache_dir):
 
 def test_a_single_object_answer_is_kept_as_one_tag_and_said(tgi, request_cache_dir):
     tgi.set_knobs(fail_first_attempts=1, fail_first_fault="dict")  # one object where a list was asked for
-    tagged = prompts(3, "one object ").map(Tagger(tgi.url, cache=request_cache_dir, progress=False).atag,
-                                           batched=True)
+    tagged = prompts(3, "one object ").map(Tagger(tgi.url, cache=request_cache_dir, progress=False).atag, batched=True)
     assert all(len(tags) == 1 for tags in tagged["instag_raw_tags"])
     assert all("answer was one object, not a list" in error for error in tagged["instag_error"])

@@ -157,8 +157,13 @@ print(Hasher.hash(t.atag), Hasher.hash(t))
 
 def test_fingerprint_is_stable_across_processes_and_free_of_secrets(tgi):
     runs = {
-        subprocess.run([sys.executable, "-c", FINGERPRINT_SCRIPT, tgi.url], capture_output=True, text=True,
-                       check=True, cwd=REPO_ROOT).stdout
+        subprocess.run(
+            [sys.executable, "-c", FINGERPRINT_SCRIPT, tgi.url],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO_ROOT,
+        ).stdout
         for _ in range(2)
     }
     assert len(runs) == 1
@@ -193,15 +198,17 @@ def test_default_template_is_the_papers_byte_exact(tgi, request_cache_dir):
 
 
 def test_bad_rows_get_a_per_row_error_and_no_request(tgi, request_cache_dir):
-    ds = datasets.Dataset.from_dict({
-        "conversations": [
-            [{"from": "human", "value": None}],
-            [{"from": "human", "value": "   "}],
-            [{"from": "gpt", "value": "only an answer"}],
-            [],
-            [{"from": "human", "value": "A fine question about chess"}, {"from": "human", "value": ""}],
-        ]
-    })
+    ds = datasets.Dataset.from_dict(
+        {
+            "conversations": [
+                [{"from": "human", "value": None}],
+                [{"from": "human", "value": "   "}],
+                [{"from": "gpt", "value": "only an answer"}],
+                [],
+                [{"from": "human", "value": "A fine question about chess"}, {"from": "human", "value": ""}],
+            ]
+        }
+    )
     tagged = ds.map(Tagger(tgi.url, cache=request_cache_dir).atag, batched=True)
     errors = tagged["instag_error"]
     assert all(errors[:4]) and tagged["instag_raw_tags"][:4] == [[], [], [], []]
@@ -258,9 +265,20 @@ def test_unreachable_endpoint_fails_fast():
         datasets.Dataset.from_dict(PROMPTS).map(Tagger("http://127.0.0.1:9", cache=False).atag, batched=True)
 
 
-@pytest.mark.parametrize("bad", [{"endpoint": "localhost:8080"}, {"format": "csv"}, {"max_new_tokens": 0},
-                                 {"long_queries": "drop"}, {"concurrency": 0}, {"template": "no placeholder"},
-                                 {"timeout": 0}, {"timeout": -1.5}, {"endpoint": "ftp://127.0.0.1/x"}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"endpoint": "localhost:8080"},
+        {"format": "csv"},
+        {"max_new_tokens": 0},
+        {"long_queries": "drop"},
+        {"concurrency": 0},
+        {"template": "no placeholder"},
+        {"timeout": 0},
+        {"timeout": -1.5},
+        {"endpoint": "ftp://127.0.0.1/x"},
+    ],
+)
 def test_bad_configuration_is_rejected_when_built(bad):
     kwargs = {"endpoint": "http://127.0.0.1:8080", **bad}
     with pytest.raises(ConfigurationError):

@@ -105,9 +105,7 @@ def mine_rules(
         Rule(antecedent=int(x), consequent=int(y), support=int(n), antecedent_support=int(counts[x]))
         for x, y, n in zip(a[near], b[near], both[near])
     ]
-    rules = sorted(
-        (r for r in rules if r.confidence >= threshold), key=lambda r: (r.antecedent, r.consequent)
-    )
+    rules = sorted((r for r in rules if r.confidence >= threshold), key=lambda r: (r.antecedent, r.consequent))
     logger.info("Association: %d rules over %d frequent tags", len(rules), int((counts >= min_support).sum()))
     return rules
 

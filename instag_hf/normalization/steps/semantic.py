@@ -43,7 +43,5 @@ def cluster(vectors: np.ndarray, eps: float, min_samples: int) -> np.ndarray:
     labels = labels.astype(np.int64)
     noise = np.flatnonzero(labels < 0)
     labels[noise] = labels.max() + 1 + np.arange(len(noise))
-    logger.info(
-        "DBSCAN: %d tags in %d clusters (%d were noise)", len(vectors), len(np.unique(labels)), len(noise)
-    )
+    logger.info("DBSCAN: %d tags in %d clusters (%d were noise)", len(vectors), len(np.unique(labels)), len(noise))
     return labels
