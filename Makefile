@@ -45,7 +45,8 @@ bench: install
 	$(PY) benchmarks/bench_dead_endpoint.py
 
 quality: install
-	$(VENV)/bin/ruff check instag_hf tests benchmarks scripts
+	$(VENV)/bin/ruff check instag_hf tests benchmarks scripts setup.py
+	$(VENV)/bin/ruff format --check instag_hf tests benchmarks scripts setup.py
 	$(VENV)/bin/mypy instag_hf --ignore-missing-imports
 
 clean:
