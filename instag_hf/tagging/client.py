@@ -23,8 +23,8 @@ from instag_hf.tagging.endpoint_pool import EndpointPool
 from instag_hf.tagging.parsing import ParseResult, parse_tags
 from instag_hf.tagging.progress import TaggingProgress
 from instag_hf.tagging.prompts import TAGS_JSON_SCHEMA, PromptTemplate
-from instag_hf.tagging.retry import RetryPolicy
-from instag_hf.tagging.servers import ConnectorFactory, ServerInfo, dead_server_reason, new_session, post
+from instag_hf.tagging.servers import ServerInfo, dead_server_reason, new_session, post
+from instag_hf.tagging.settings import TaggerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -72,28 +72,23 @@ class TaggingClient:
     def __init__(
         self,
         infos: list[ServerInfo],
-        template: PromptTemplate,
+        settings: TaggerSettings,
         *,
-        max_new_tokens: int,
-        concurrency: int | None,
         timeout: float,
-        retry: RetryPolicy,
-        parse_retries: int,
-        fail_fast_seconds: float,
         cache: RequestCache | None,
         auth: EndpointAuth,
         stats: TaggingStats,
         progress: TaggingProgress | None = None,
-        connector: ConnectorFactory | None = None,
         forms: dict[str, str] | None = None,
     ) -> None:
         self.infos = infos
-        self.template = template
-        self.params = first_params(max_new_tokens)
-        self.timeout = timeout
-        self.retry = retry
-        self.parse_retries = parse_retries
-        self.fail_fast_seconds = fail_fast_seconds
+        # Read once: the settings are frozen, and these are read per request.
+        self.template = settings.template
+        self.params = first_params(settings.max_new_tokens)
+        self.timeout = timeout  # resolved by the Tagger: None in the settings reads INSTAG_REQUEST_TIMEOUT
+        self.retry = settings.retry
+        self.parse_retries = settings.parse_retries
+        self.fail_fast_seconds = settings.fail_fast_seconds
         # Fail-fast bookkeeping: when the last answer came, when this client last went from
         # idle to busy (a Tagger reused after an hour is not "silent for an hour"), and what
         # each endpoint did since the last answer.
@@ -103,7 +98,7 @@ class TaggingClient:
         self._stopped: asyncio.Future[None] | None = None
         self.cache = cache
         self.auth = auth
-        self.connector = connector
+        self.connector = settings.connector
         # Structured-output form per endpoint, weakened at most once (see _fall_back); the
         # Tagger shares one dict with all its clients, so a later map does not ask again.
         self._forms = forms if forms is not None else {}
@@ -111,13 +106,13 @@ class TaggingClient:
             self._forms.setdefault(info.url, first_form(info.kind))
         self.stats = stats
         self.progress = progress
-        self.pool = EndpointPool(infos, concurrency)
+        self.pool = EndpointPool(infos, settings.concurrency)
         self.identity = infos[0].identity
         self._session: aiohttp.ClientSession | None = None
         self._pending: dict[str, asyncio.Future[Answer]] = {}
         self._tasks: set[asyncio.Task[Answer]] = set()
         self._fatal: EndpointError | None = None  # once set, every request stops with it
-        self._max_query_chars = _max_query_chars(infos, template, max_new_tokens)
+        self._max_query_chars = _max_query_chars(infos, settings.template, settings.max_new_tokens)
 
     @property
     def stopped(self) -> bool:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 
 from instag_hf.tagging.client import TaggingClient
 from instag_hf.tagging.progress import TaggingProgress
+from instag_hf.tagging.servers import ServerInfo, identities
 
 
 class Runtime:
@@ -23,6 +25,39 @@ class Runtime:
         self.clients: dict[tuple[int, tuple[str, ...]], tuple[asyncio.AbstractEventLoop, TaggingClient]] = {}
         self.progress: TaggingProgress | None = None
         self.thread_loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def client(
+        self, endpoints: tuple[str, ...], infos: list[ServerInfo], make: Callable[[], TaggingClient]
+    ) -> TaggingClient:
+        """The running loop's client for ``endpoints``, made anew when what answers changed."""
+        loop = asyncio.get_running_loop()
+        entry = self.clients.get((id(loop), endpoints))
+        if entry is not None and entry[0] is loop:
+            if identities(entry[1].infos) == identities(infos) and not entry[1].stopped:
+                return entry[1]
+            # Another model answers there now (the synchronous path keeps its loop): a client
+            # keyed on the old identity would file the new model's answers under the old one.
+            # Or the client declared its endpoints dead: its map has ended, a new one starts afresh.
+            close_client(loop, entry[1])
+            del self.clients[(id(loop), endpoints)]
+        # datasets makes a new event loop per map call and leaves the old one idle.
+        for key, (old, client) in list(self.clients.items()):
+            if old.is_closed() or not old.is_running():
+                close_client(old, client)
+                del self.clients[key]
+        client = make()
+        self.clients[(id(loop), endpoints)] = (loop, client)
+        return client
+
+    def background_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the synchronous path runs its batches in, on a daemon thread of its own."""
+        with self._lock:
+            if self.thread_loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="instag-tagger", daemon=True).start()
+                self.thread_loop = loop
+            return self.thread_loop
 
     def close(self) -> None:
         for key, (loop, client) in list(self.clients.items()):

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from instag_hf.errors import ConfigurationError, EndpointError
+from instag_hf.errors import AuthenticationError, ConfigurationError, EndpointError
 from instag_hf.tagging.dialects import LLAMACPP, OPENAI, SGLANG, TGI, VLLM
 from instag_hf.tagging.parsing import valid_text
 from instag_hf.tagging.retry import parse_retry_after
@@ -322,3 +322,38 @@ def dead_server_reason(url: str) -> str | None:
 def forget_dead_server(url: str) -> None:
     """A new server now listens at ``url`` (a port can be reused)."""
     _DEAD_SERVERS.pop(url.rstrip("/"), None)
+
+
+def identities(infos: Sequence[ServerInfo]) -> set[str]:
+    """What answers, as a set: one model behind every endpoint (:func:`usable_servers` checks),
+    so an endpoint that is down when asked leaves the set as it was."""
+    return {info.identity for info in infos}
+
+
+def usable_servers(found: list[ServerInfo | EndpointError], *, warn: bool = True) -> list[ServerInfo]:
+    """The endpoints :func:`detect_servers` found usable; the others are logged and left out.
+
+    Raises:
+        AuthenticationError: An endpoint refused the key (no outage: leaving it out would hide it).
+        EndpointError: None answers.
+        ConfigurationError: They serve different models.
+    """
+    infos, failures = [], []
+    for outcome in found:
+        if isinstance(outcome, AuthenticationError):
+            raise outcome
+        if isinstance(outcome, EndpointError):
+            failures.append(str(outcome))
+        else:
+            infos.append(outcome)
+    if not infos:
+        raise EndpointError(" ".join(failures))
+    for failure in failures:
+        logger.log(logging.WARNING if warn else logging.DEBUG, "%s It is left out of this run.", failure)
+    models = {info.model_name for info in infos}
+    if len(models) > 1:
+        raise ConfigurationError(
+            f"The endpoints serve different models ({sorted(models)}): tags from different models "
+            "do not mix; give one Tagger the replicas of one model"
+        )
+    return infos

@@ -27,27 +27,25 @@ import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from instag_hf import env
-from instag_hf.errors import AuthenticationError, ConfigurationError, EndpointError, InstagError, NoEndpointError
-from instag_hf.tagging.auth import EndpointAuth, base_url, check_env_name
+from instag_hf.errors import ConfigurationError, InstagError, NoEndpointError
+from instag_hf.tagging.auth import EndpointAuth, base_url
 from instag_hf.tagging.batch import assemble, columns_of, fit_query, query_columns, with_columns
 from instag_hf.tagging.cache import RequestCache
 from instag_hf.tagging.client import Answer, TaggingClient, TaggingStats
-from instag_hf.tagging.dialects import SERVER_KINDS
 from instag_hf.tagging.progress import TaggingProgress
 from instag_hf.tagging.prompts import MAX_NEW_TOKENS, PromptTemplate, get_template
 from instag_hf.tagging.retry import RetryPolicy
 from instag_hf.tagging.rows import (
-    FORMAT_NAMES,
     RowFormat,
     RowQueries,
     detect_format,
     extract_queries,
 )
-from instag_hf.tagging.runtime import Runtime, close_client
-from instag_hf.tagging.servers import ConnectorFactory, ServerInfo, detect_servers
+from instag_hf.tagging.runtime import Runtime
+from instag_hf.tagging.servers import ConnectorFactory, ServerInfo, detect_servers, identities, usable_servers
+from instag_hf.tagging.settings import TaggerSettings, parse_endpoints
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -59,6 +57,10 @@ logger = logging.getLogger(__name__)
 _NO_ENDPOINT = (
     "No tagging endpoint: set INSTAG_ENDPOINT=http://host:port (comma-separate several) or pass Tagger(endpoint=...)"
 )
+
+
+def _setting(name: str) -> Any:
+    return property(lambda self: getattr(self.settings, name), doc=f"The ``{name}`` setting (read-only).")
 
 
 class Tagger:
@@ -151,33 +153,6 @@ class Tagger:
         connector: ConnectorFactory | None = None,
     ) -> None:
         # Nothing here reads the environment: the ready-made ``tag`` is built at import.
-        self._endpoints = _parse_endpoints(endpoint)
-        _check_model_choice(self._endpoints, model, server, provider)
-        check_env_name(api_key_env)
-        if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
-            raise ConfigurationError("api_key must be a non-empty string (or None to read it from the environment)")
-        if api_key is not None and api_key_env is not None:
-            raise ConfigurationError("Give the key once: api_key=... or api_key_env=NAME, not both")
-        if connector is not None and not callable(connector):
-            raise ConfigurationError("connector must be a callable that returns an aiohttp connector")
-        self.model, self.server, self.provider = model, server, provider
-        self._api_key = api_key.strip() if api_key else None
-        self.api_key_env = api_key_env
-        self.connector = connector
-        self.template = get_template(template)
-        self.format, self.column = format, column
-        if format is not None and format not in FORMAT_NAMES:
-            raise ConfigurationError(f"Unknown format {format!r}: use one of {', '.join(FORMAT_NAMES)}")
-        if max_new_tokens < 1:
-            raise ConfigurationError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if concurrency is not None and concurrency < 1:
-            raise ConfigurationError(f"concurrency must be >= 1 or None, got {concurrency}")
-        if parse_retries < 0:
-            raise ConfigurationError(f"parse_retries must be >= 0, got {parse_retries}")
-        if long_queries not in ("truncate", "error"):
-            raise ConfigurationError(f"long_queries must be 'truncate' or 'error', got {long_queries!r}")
-        if fail_fast_seconds < 0:
-            raise ConfigurationError(f"fail_fast_seconds must be >= 0, got {fail_fast_seconds}")
         if fail_fast_after is not None:
             warnings.warn(
                 "Tagger(fail_fast_after=...) has no effect any more: the map stops once no endpoint has "
@@ -185,17 +160,69 @@ class Tagger:
                 FutureWarning,
                 stacklevel=2,
             )
-        self.max_new_tokens = max_new_tokens
-        self.concurrency = concurrency
-        self._timeout = env.check_timeout(timeout) if timeout is not None else None
-        self.retry = retry or RetryPolicy()
-        self.parse_retries = parse_retries
-        self.long_queries = long_queries
-        self.fail_fast_seconds = float(fail_fast_seconds)
-        self.cache_setting = cache if isinstance(cache, bool) else os.fspath(cache)
-        self.progress = progress
+        settings = TaggerSettings(
+            endpoints=parse_endpoints(endpoint),
+            model=model,
+            server=server,
+            provider=provider,
+            template=get_template(template),
+            format=format,
+            column=column,
+            max_new_tokens=max_new_tokens,
+            parse_retries=parse_retries,
+            long_queries=long_queries,
+            concurrency=concurrency,
+            timeout=timeout,
+            retry=retry or RetryPolicy(),
+            fail_fast_seconds=fail_fast_seconds,
+            cache=cache if isinstance(cache, bool) else os.fspath(cache),
+            progress=progress,
+            api_key_env=api_key_env,
+            connector=connector,
+        )
+        self._configure(settings, api_key=api_key, headers=headers)
+
+    def _configure(self, settings: TaggerSettings, *, api_key: str | None, headers: Mapping[str, str] | None) -> None:
+        if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
+            raise ConfigurationError("api_key must be a non-empty string (or None to read it from the environment)")
+        if api_key is not None and settings.api_key_env is not None:
+            raise ConfigurationError("Give the key once: api_key=... or api_key_env=NAME, not both")
+        #: The validated settings, frozen: ``dataclasses.replace`` and :meth:`from_settings`
+        #: make a Tagger with other ones.
+        self.settings = settings
+        self._api_key = api_key.strip() if api_key else None  # secrets: never in the settings
         self._headers = dict(headers) if headers else None
         self._reset_runtime()
+
+    @classmethod
+    def from_settings(
+        cls, settings: TaggerSettings, *, api_key: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> Tagger:
+        """A Tagger with these settings, e.g. ``Tagger.from_settings(replace(t.settings, model=...))``.
+
+        Raises:
+            ConfigurationError: ``api_key`` is blank, or given with ``settings.api_key_env``.
+        """
+        tagger = cls.__new__(cls)
+        tagger._configure(settings, api_key=api_key, headers=headers)
+        return tagger
+
+    # Read-only views of the settings, under the names Tagger takes them by.
+    model = _setting("model")
+    server = _setting("server")
+    provider = _setting("provider")
+    template = _setting("template")
+    format = _setting("format")
+    column = _setting("column")
+    max_new_tokens = _setting("max_new_tokens")
+    parse_retries = _setting("parse_retries")
+    long_queries = _setting("long_queries")
+    concurrency = _setting("concurrency")
+    retry = _setting("retry")
+    fail_fast_seconds = _setting("fail_fast_seconds")
+    progress = _setting("progress")
+    api_key_env = _setting("api_key_env")
+    connector = _setting("connector")
 
     # -- configuration -----------------------------------------------------------------
 
@@ -207,16 +234,14 @@ class Tagger:
         Raises:
             ConfigurationError: ``INSTAG_ENDPOINT`` holds something that is not an http(s) URL.
         """
-        if self.provider is not None:
+        if self.settings.provider is not None:
             return (base_url(env.router_url()),)
-        return self._endpoints or _parse_endpoints(env.endpoints_from_env() or None)
+        return self.settings.endpoints or parse_endpoints(env.endpoints_from_env() or None)
 
     @property
     def request_model(self) -> str | None:
         """The model id sent to the server: ``model``, with ``:provider`` for a named provider."""
-        if self.model is None or self.provider in (None, "auto"):
-            return self.model
-        return f"{self.model}:{self.provider}"
+        return self.settings.request_model
 
     @property
     def timeout(self) -> float:
@@ -225,7 +250,7 @@ class Tagger:
         Raises:
             ConfigurationError: ``INSTAG_REQUEST_TIMEOUT`` is not a number of seconds > 0.
         """
-        return self._timeout if self._timeout is not None else env.request_timeout()
+        return self.settings.timeout if self.settings.timeout is not None else env.request_timeout()
 
     @property
     def stats(self) -> TaggingStats:
@@ -256,18 +281,7 @@ class Tagger:
     def _config(self) -> dict[str, Any]:
         # Everything that decides the output, and nothing secret: this is what datasets
         # hashes into the map's fingerprint and what num_proc workers receive.
-        return {
-            **self._served_by(),
-            "model": self.model,
-            "server": self.server,
-            "provider": self.provider,
-            "template": {"name": self.template.name, "text": self.template.text, "kind": self.template.kind},
-            "format": self.format,
-            "column": self.column,
-            "max_new_tokens": self.max_new_tokens,
-            "parse_retries": self.parse_retries,
-            "long_queries": self.long_queries,
-        }
+        return {**self._served_by(), **self.settings.output_fields()}
 
     def _served_by(self) -> dict[str, Any]:
         """The endpoints and what answers there now: server kind, model and model revision.
@@ -280,82 +294,46 @@ class Tagger:
             endpoints = self.endpoints
             if not endpoints:
                 return {"endpoints": []}
-            found = detect_servers(
-                endpoints,
-                self._auth(endpoints),
-                timeout=min(self.timeout, 30.0),
-                server=self.server,
-                model=self.request_model,
-                router=self.provider is not None,
-                connector=self.connector,
-            )
-            infos = _usable(found, warn=False)
+            infos = self._detect(endpoints, warn=False)
         except InstagError as error:
             # Nothing to name: a fingerprint no map has had, so nothing is reused; the map's
             # first batch raises the error itself, with the same message.
             logger.debug("Could not tell what answers at the endpoints (%s): the map will not reuse a result", error)
-            return {"endpoints": list(self._endpoints), "unresolved": secrets.token_hex(8)}
+            return {"endpoints": list(self.settings.endpoints), "unresolved": secrets.token_hex(8)}
         with self._lock:
             known = self._infos.get(endpoints)
-            if known is None or _identities(known) != _identities(infos):  # a model, not an endpoint count
+            if known is None or identities(known) != identities(infos):  # a model, not an endpoint count
                 # Another model now: tagging must use it. The same model keeps the limits
                 # first detected; the pool adapts to the live ones.
                 self._infos[endpoints] = infos
                 missing = sorted(set(endpoints) - {info.url for info in infos})
                 if missing:
                     logger.warning("Tagging endpoint(s) %s do not answer; left out of this run.", ", ".join(missing))
-        named = list(endpoints) if self.provider is None else []  # the router: named by provider
+        named = list(endpoints) if self.settings.provider is None else []  # the router: named by provider
         return {"endpoints": named, "servers": sorted({info.identity for info in infos})}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {
-            **self._config(),
-            "concurrency": self.concurrency,
-            "timeout": self._timeout,
-            "retry": self.retry,
-            "fail_fast_seconds": self.fail_fast_seconds,
-            "cache": self.cache_setting,
-            "progress": self.progress,
-            # A variable's name, never a key: a key given in Python never leaves this process.
-            "api_key_env": self.api_key_env,
-            "connector": self.connector,
-        }
+        # The endpoints as resolved now (INSTAG_ENDPOINT included), so workers tag where the
+        # fingerprint says; a key given in Python and the headers never leave this process.
+        return {**self._config(), **self.settings.state()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        template = PromptTemplate(**state["template"])
-        self.__init__(  # type: ignore[misc]
-            state["endpoints"] or None,
-            model=state["model"],
-            server=state["server"],
-            provider=state["provider"],
-            api_key_env=state["api_key_env"],
-            connector=state["connector"],
-            template=template,
-            format=state["format"],
-            column=state["column"],
-            max_new_tokens=state["max_new_tokens"],
-            concurrency=state["concurrency"],
-            timeout=state["timeout"],
-            retry=state["retry"],
-            parse_retries=state["parse_retries"],
-            long_queries=state["long_queries"],
-            fail_fast_seconds=state["fail_fast_seconds"],
-            cache=state["cache"],
-            progress=state["progress"],
-        )
+        settings = TaggerSettings.from_state(state, state["endpoints"])
+        self._configure(settings, api_key=None, headers=None)
 
     def __repr__(self) -> str:
         # Never the key: a repr ends up in logs, tracebacks and datasets' fingerprint warnings.
-        if self.provider is not None:
-            where = f"provider={self.provider!r}"
+        settings = self.settings
+        if settings.provider is not None:
+            where = f"provider={settings.provider!r}"
         else:
-            where = f"endpoint={','.join(self._endpoints) if self._endpoints else '$INSTAG_ENDPOINT'!r}"
+            where = f"endpoint={','.join(settings.endpoints) if settings.endpoints else '$INSTAG_ENDPOINT'!r}"
         extra = "".join(
             f", {name}={value!r}"
-            for name, value in (("model", self.model), ("server", self.server))
+            for name, value in (("model", settings.model), ("server", settings.server))
             if value is not None
         )
-        return f"Tagger({where}{extra}, template={self.template.name!r})"
+        return f"Tagger({where}{extra}, template={settings.template.name!r})"
 
     # -- runtime (per process, never pickled) ------------------------------------------
 
@@ -387,7 +365,7 @@ class Tagger:
                 self._auths[endpoints] = EndpointAuth(
                     endpoints,
                     api_key=self._api_key,
-                    api_key_env=self.api_key_env,
+                    api_key_env=self.settings.api_key_env,
                     headers=self._headers,
                 )
             return self._auths[endpoints]
@@ -395,20 +373,27 @@ class Tagger:
     def _server_infos(self, endpoints: tuple[str, ...]) -> list[ServerInfo]:
         # Detected once per process, and again whenever the Tagger is hashed (_served_by);
         # keyed by endpoints since INSTAG_ENDPOINT may change.
-        auth = self._auth(endpoints)
+        auth = self._auth(endpoints)  # outside the lock: _auth takes it
         with self._lock:
             if endpoints not in self._infos:
-                found = detect_servers(
-                    endpoints,
-                    auth,
-                    timeout=min(self.timeout, 30.0),
-                    server=self.server,
-                    model=self.request_model,
-                    router=self.provider is not None,
-                    connector=self.connector,
-                )
-                self._infos[endpoints] = _usable(found)
+                self._infos[endpoints] = self._detect(endpoints, auth)
             return self._infos[endpoints]
+
+    def _detect(
+        self, endpoints: tuple[str, ...], auth: EndpointAuth | None = None, *, warn: bool = True
+    ) -> list[ServerInfo]:
+        # The one place that asks the endpoints what they serve, with the Tagger's key and headers.
+        settings = self.settings
+        found = detect_servers(
+            endpoints,
+            auth or self._auth(endpoints),
+            timeout=min(self.timeout, 30.0),
+            server=settings.server,
+            model=settings.request_model,
+            router=settings.provider is not None,
+            connector=settings.connector,
+        )
+        return usable_servers(found, warn=warn)
 
     def servers(self) -> list[ServerInfo]:
         """What the endpoints said about themselves: kind, model, limits (asked once per process).
@@ -438,49 +423,27 @@ class Tagger:
         return plan(self, ds, batch_size=batch_size)
 
     def _client(self, endpoints: tuple[str, ...]) -> TaggingClient:
-        loop = asyncio.get_running_loop()
         infos = self._server_infos(endpoints)
-        entry = self._runtime.clients.get((id(loop), endpoints))
-        if entry is not None and entry[0] is loop:
-            if _identities(entry[1].infos) == _identities(infos) and not entry[1].stopped:
-                return entry[1]
-            # Another model answers there now (the synchronous path keeps its loop): a client
-            # keyed on the old identity would file the new model's answers under the old one.
-            # Or the client declared its endpoints dead: its map has ended, a new one starts afresh.
-            close_client(loop, entry[1])
-            del self._runtime.clients[(id(loop), endpoints)]
-        self._close_idle_clients()
-        cache = self._request_cache()
-        client = TaggingClient(
+        return self._runtime.client(
+            endpoints,
             infos,
-            self.template,
-            max_new_tokens=self.max_new_tokens,
-            concurrency=self.concurrency,
-            timeout=self.timeout,
-            retry=self.retry,
-            parse_retries=self.parse_retries,
-            fail_fast_seconds=self.fail_fast_seconds,
-            cache=cache,
-            auth=self._auth(endpoints),
-            stats=self._stats,
-            progress=self._progress_bar(),
-            connector=self.connector,
-            forms=self._forms,
+            lambda: TaggingClient(
+                infos,
+                self.settings,
+                timeout=self.timeout,
+                cache=self._request_cache(),
+                auth=self._auth(endpoints),
+                stats=self._stats,
+                progress=self._progress_bar(),
+                forms=self._forms,
+            ),
         )
-        self._runtime.clients[(id(loop), endpoints)] = (loop, client)
-        return client
 
     def _request_cache(self) -> RequestCache | None:
-        if self.cache_setting is False or not env.cache_enabled():
+        setting = self.settings.cache
+        if setting is False or not env.cache_enabled():
             return None
-        return RequestCache(None if self.cache_setting is True else self.cache_setting)
-
-    def _close_idle_clients(self) -> None:
-        # datasets makes a new event loop per map call and leaves the old one idle.
-        for key, (loop, client) in list(self._runtime.clients.items()):
-            if loop.is_closed() or not loop.is_running():
-                close_client(loop, client)
-                del self._runtime.clients[key]
+        return RequestCache(None if setting is True else setting)
 
     def close(self) -> None:
         """Close every connection and the progress bar of this Tagger in this process.
@@ -495,7 +458,7 @@ class Tagger:
         key = tuple(columns)
         fmt = self._formats.get(key)
         if fmt is None:
-            fmt = self._formats[key] = detect_format(columns, format=self.format, column=self.column)
+            fmt = self._formats[key] = detect_format(columns, format=self.settings.format, column=self.settings.column)
         return fmt
 
     # -- tagging -----------------------------------------------------------------------
@@ -503,7 +466,7 @@ class Tagger:
     def __call__(self, batch: Any) -> Any:
         """Tag one batch synchronously (see the module docstring for ``atag``)."""
         self._check_process()
-        loop = self._background_loop()
+        loop = self._runtime.background_loop()
         return asyncio.run_coroutine_threadsafe(self.atag(batch), loop).result()
 
     async def atag(self, batch: Any) -> Any:
@@ -517,12 +480,12 @@ class Tagger:
         client = self._client(endpoints)
         rows = extract_queries(query_columns(batch, table, fmt), fmt)
         answers = await self._answers(client, rows)
-        raw_tags, errors = assemble(rows, answers, client.max_query_chars, self.long_queries)
+        raw_tags, errors = assemble(rows, answers, client.max_query_chars, self.settings.long_queries)
         return with_columns(batch, table, raw_tags, errors)
 
     async def _answers(self, client: TaggingClient, rows: list[RowQueries]) -> dict[str, Answer]:
         limit = client.max_query_chars
-        sent = (fit_query(query, limit, self.long_queries)[0] for row in rows for _, query in row.queries)
+        sent = (fit_query(query, limit, self.settings.long_queries)[0] for row in rows for _, query in row.queries)
         unique = list(dict.fromkeys(q for q in sent if q is not None))
         answers = client.cached(unique)
         missing = [q for q in unique if q not in answers]
@@ -535,86 +498,8 @@ class Tagger:
 
     def _progress_bar(self) -> TaggingProgress | None:
         if self._runtime.progress is None:
-            self._runtime.progress = TaggingProgress.create(self.progress, self._stats)
+            self._runtime.progress = TaggingProgress.create(self.settings.progress, self._stats)
         return self._runtime.progress
-
-    def _background_loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._runtime.thread_loop is None:
-                loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="instag-tagger", daemon=True).start()
-                self._runtime.thread_loop = loop
-            return self._runtime.thread_loop
-
-
-def _parse_endpoints(endpoint: str | Sequence[str] | None) -> tuple[str, ...]:
-    if endpoint is None:
-        return ()
-    urls = tuple(
-        base_url(url)
-        for url in env.parse_endpoints(endpoint if isinstance(endpoint, str) else [str(e) for e in endpoint])
-    )
-    for url in urls:
-        if "@" in urlsplit(url).netloc:  # the URL would be hashed, pickled and logged
-            raise ConfigurationError(
-                "An endpoint URL must not carry credentials (user:key@host): "
-                "pass the key with api_key_env=NAME or INSTAG_API_KEY"
-            )
-    return urls
-
-
-def _identities(infos: Sequence[ServerInfo]) -> set[str]:
-    # One model behind every answering endpoint (_usable checks): an endpoint that is
-    # down when asked leaves the set as it was.
-    return {info.identity for info in infos}
-
-
-def _check_model_choice(
-    endpoints: tuple[str, ...], model: str | None, server: str | None, provider: str | None
-) -> None:
-    for name, value in (("model", model), ("provider", provider)):
-        if value is not None and (not isinstance(value, str) or not value.strip() or value != value.strip()):
-            raise ConfigurationError(f"{name} must be a non-empty string without surrounding spaces, got {value!r}")
-    if server is not None and server not in SERVER_KINDS:
-        raise ConfigurationError(f"Unknown server kind {server!r}: use one of {', '.join(SERVER_KINDS)}")
-    if provider is None:
-        return
-    if model is None:
-        raise ConfigurationError(
-            "provider needs a model: Tagger(model='meta-llama/Llama-3.1-8B-Instruct', "
-            "provider='auto') / --model ... --provider auto"
-        )
-    if endpoints:
-        raise ConfigurationError(
-            "provider sends every request through the Inference Providers router: "
-            "drop the endpoint (INSTAG_ROUTER_URL moves the router)"
-        )
-    if provider != "auto" and ":" in model:
-        raise ConfigurationError(
-            f"model {model!r} already names a provider or policy after ':'; drop it or use provider='auto'"
-        )
-
-
-def _usable(found: list[ServerInfo | EndpointError], *, warn: bool = True) -> list[ServerInfo]:
-    infos, failures = [], []
-    for outcome in found:
-        if isinstance(outcome, AuthenticationError):
-            raise outcome  # a refused key is no outage: leaving the endpoint out would hide it
-        if isinstance(outcome, EndpointError):
-            failures.append(str(outcome))
-        else:
-            infos.append(outcome)
-    if not infos:
-        raise EndpointError(" ".join(failures))
-    for failure in failures:
-        logger.log(logging.WARNING if warn else logging.DEBUG, "%s It is left out of this run.", failure)
-    models = {info.model_name for info in infos}
-    if len(models) > 1:
-        raise ConfigurationError(
-            f"The endpoints serve different models ({sorted(models)}): tags from different models "
-            "do not mix; give one Tagger the replicas of one model"
-        )
-    return infos
 
 
 #: The ready-made map function: ``ds.map(instag_hf.tag, batched=True)``, endpoint from
