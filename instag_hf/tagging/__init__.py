@@ -7,7 +7,7 @@ cache, fail-fast) -> ``servers`` / ``dialects`` (what is sent where) -> ``parsin
 """
 
 from instag_hf.tagging.cache import RequestCache
-from instag_hf.tagging.client import TaggingStats
+from instag_hf.tagging.progress import TaggingStats
 from instag_hf.tagging.retry import RetryPolicy
 from instag_hf.tagging.settings import TaggerSettings
 from instag_hf.tagging.tagger import Tagger, tag

@@ -21,7 +21,7 @@ from instag_hf.tagging.cache import RequestCache, request_key
 from instag_hf.tagging.dialects import build_request, first_form, read_reply, read_usage, weaker_form
 from instag_hf.tagging.endpoint_pool import EndpointPool
 from instag_hf.tagging.parsing import ParseResult, parse_tags
-from instag_hf.tagging.progress import TaggingProgress
+from instag_hf.tagging.progress import TaggingProgress, TaggingStats
 from instag_hf.tagging.prompts import TAGS_JSON_SCHEMA, PromptTemplate
 from instag_hf.tagging.servers import ServerInfo, dead_server_reason, new_session, post
 from instag_hf.tagging.settings import TaggerSettings
@@ -31,33 +31,6 @@ logger = logging.getLogger(__name__)
 #: Characters per token assumed when fitting a query under a server's input limit. Real
 #: tokenizers average ~4 for English and ~3 for code; 3 errs on the side of fitting.
 CHARS_PER_TOKEN = 3
-
-
-@dataclass
-class TaggingStats:
-    """Counters of one process, for progress bars, benchmarks, tests and the card.
-
-    ``prompt_tokens`` and ``generated_tokens`` sum what the servers reported for every
-    answered request (OpenAI ``usage``, TGI's ``x-prompt-tokens``/``x-generated-tokens``
-    headers); ``unmetered`` counts answered requests whose server reported nothing.
-    """
-
-    requests: int = 0
-    retries: int = 0
-    cache_hits: int = 0
-    answered: int = 0
-    failed: int = 0
-    reasked: int = 0
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    unmetered: int = 0
-
-    def count_usage(self, usage: tuple[int, int] | None) -> None:
-        if usage is None:
-            self.unmetered += 1
-        else:
-            self.prompt_tokens += usage[0]
-            self.generated_tokens += usage[1]
 
 
 @dataclass(frozen=True)

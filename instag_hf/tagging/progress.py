@@ -1,4 +1,5 @@
-"""Live progress of tagging: queries/s, requests in flight, retries, errors, tokens.
+"""What tagging has done in this process: its counters, and the live bar that shows them
+(queries/s, requests in flight, retries, errors, tokens).
 
 The bar counts user queries as their answers arrive (from the endpoint or the cache), not
 rows as batches finish: with ``atag`` many batches are in flight at once and each finishes
@@ -11,12 +12,36 @@ A tqdm bar from ``datasets.utils.tqdm``, so ``datasets.disable_progress_bars()``
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from instag_hf.tagging.client import TaggingStats
+from dataclasses import dataclass
 
 _REFRESH_SECONDS = 0.5  # postfix updates cost a terminal write: not on every batch
+
+
+@dataclass
+class TaggingStats:
+    """Counters of one process, for progress bars, benchmarks, tests and the card.
+
+    ``prompt_tokens`` and ``generated_tokens`` sum what the servers reported for every
+    answered request (OpenAI ``usage``, TGI's ``x-prompt-tokens``/``x-generated-tokens``
+    headers); ``unmetered`` counts answered requests whose server reported nothing.
+    """
+
+    requests: int = 0
+    retries: int = 0
+    cache_hits: int = 0
+    answered: int = 0
+    failed: int = 0
+    reasked: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    unmetered: int = 0
+
+    def count_usage(self, usage: tuple[int, int] | None) -> None:
+        if usage is None:
+            self.unmetered += 1
+        else:
+            self.prompt_tokens += usage[0]
+            self.generated_tokens += usage[1]
 
 
 class TaggingProgress:

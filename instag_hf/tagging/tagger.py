@@ -33,8 +33,8 @@ from instag_hf.errors import ConfigurationError, InstagError, NoEndpointError
 from instag_hf.tagging.auth import EndpointAuth, base_url
 from instag_hf.tagging.batch import assemble, columns_of, fit_query, query_columns, with_columns
 from instag_hf.tagging.cache import RequestCache
-from instag_hf.tagging.client import Answer, TaggingClient, TaggingStats
-from instag_hf.tagging.progress import TaggingProgress
+from instag_hf.tagging.client import Answer, TaggingClient
+from instag_hf.tagging.progress import TaggingProgress, TaggingStats
 from instag_hf.tagging.prompts import MAX_NEW_TOKENS, PromptTemplate, get_template
 from instag_hf.tagging.retry import RetryPolicy
 from instag_hf.tagging.rows import (
