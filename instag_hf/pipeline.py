@@ -307,18 +307,15 @@ def write_card(
         CardError: The card cannot be built from what was given, or not written.
     """
     from instag_hf.publishing.card import build_card
+    from instag_hf.publishing.layout import README, write_card_files
 
     card = build_card(subset, pool=pool, normalizer=normalizer, source=source)
     root = Path(folder)
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        card.save(root / "README.md")
-        for path, image in card.plots.items():
-            (root / path).parent.mkdir(parents=True, exist_ok=True)
-            (root / path).write_bytes(image)
+        write_card_files(root, card)
     except OSError as error:
         raise CardError(f"Cannot write the card to {str(root)!r}: {error}") from error
-    return root / "README.md"
+    return root / README
 
 
 def _tagging_notes(ds: Dataset) -> list[str]:

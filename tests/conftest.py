@@ -9,10 +9,12 @@ feature.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,6 +64,27 @@ def tgi(tgi_server):
     """The shared TGI-protocol server with default knobs and empty statistics."""
     tgi_server.reset(knobs=True)
     yield tgi_server
+
+
+@pytest.fixture(scope="session")
+def openai_server():
+    """The loopback server's OpenAI personality (chat completions as vLLM serves them), shared.
+
+    Call it with ``start_tgi_server``'s options (``models=[...]``, ``api_key=...``): it returns
+    the server started with them, with default knobs and empty statistics. One process per
+    set of options serves the whole session, as ``tgi_server`` does.
+    """
+    started: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+
+        def server(**options: Any) -> Any:
+            key = repr(sorted(options.items()))
+            if key not in started:
+                started[key] = stack.enter_context(start_tgi_server(personality="openai", **options))
+            started[key].reset(knobs=True)
+            return started[key]
+
+        yield server
 
 
 @pytest.fixture(scope="session")

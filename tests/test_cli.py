@@ -40,6 +40,11 @@ def invoke(*args: str) -> object:
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
+def invoke_run(*args: object, cache: Path, out: Path) -> object:
+    """``instag run ARGS --cache-dir CACHE --output-dir OUT``: the chain into a folder, with its own request cache."""
+    return invoke("run", *args, "--cache-dir", cache, "--output-dir", out)
+
+
 def assert_ok(result) -> None:
     assert result.exit_code == 0, (result.output, result.exception)
 
@@ -68,8 +73,7 @@ QUICK = ("--min-frequency", "2", "--no-semantic")
 
 def test_run_to_output_dir(tgi, pool_file, tmp_path):
     out = tmp_path / "curated"
-    result = invoke(
-        "run",
+    result = invoke_run(
         "--dataset",
         pool_file,
         "--endpoint",
@@ -79,10 +83,8 @@ def test_run_to_output_dir(tgi, pool_file, tmp_path):
         "--seed",
         0,
         *QUICK,
-        "--cache-dir",
-        tmp_path / "requests",
-        "--output-dir",
-        out,
+        cache=tmp_path / "requests",
+        out=out,
     )
     assert_ok(result)
     assert "pool: 40 rows" in result.output and "subset: 8 rows" in result.output
@@ -166,8 +168,7 @@ def test_single_steps_chain_through_files(tgi, hub_client, pool_file, tmp_path):
 def test_run_reads_a_hub_dataset(tgi, hub_client, tmp_path):
     datasets.Dataset.from_list(make_rows(30, seed=3)).push_to_hub("alice/cli-source")
     out = tmp_path / "out"
-    result = invoke(
-        "run",
+    result = invoke_run(
         "-d",
         "alice/cli-source",
         "--split",
@@ -177,10 +178,8 @@ def test_run_reads_a_hub_dataset(tgi, hub_client, tmp_path):
         "-n",
         5,
         *QUICK,
-        "--cache-dir",
-        tmp_path / "req",
-        "--output-dir",
-        out,
+        cache=tmp_path / "req",
+        out=out,
     )
     assert_ok(result)
     assert "pool: 30 rows" in result.output
@@ -224,36 +223,14 @@ def test_no_endpoint_says_how_to_set_one(pool_file, tmp_path):
 
 
 def test_tiny_pool_normalizer_error_says_what_to_lower(tgi, pool_file, tmp_path):
-    result = invoke(
-        "run",
-        pool_file,
-        "--endpoint",
-        tgi.url,
-        "-n",
-        2,
-        "--no-semantic",
-        "--cache-dir",
-        tmp_path / "req",
-        "--output-dir",
-        tmp_path / "o",
+    result = invoke_run(
+        pool_file, "--endpoint", tgi.url, "-n", 2, "--no-semantic", cache=tmp_path / "req", out=tmp_path / "o"
     )  # min_frequency 20 on 40 rows
     assert_one_line_error(result, "min_frequency")
 
 
 def test_sampling_more_rows_than_the_pool_is_one_line(tgi, pool_file, tmp_path):
-    result = invoke(
-        "run",
-        pool_file,
-        "--endpoint",
-        tgi.url,
-        "-n",
-        500,
-        *QUICK,
-        "--cache-dir",
-        tmp_path / "req",
-        "--output-dir",
-        tmp_path / "o",
-    )
+    result = invoke_run(pool_file, "--endpoint", tgi.url, "-n", 500, *QUICK, cache=tmp_path / "req", out=tmp_path / "o")
     assert_one_line_error(result, "500")
 
 
@@ -342,19 +319,7 @@ def test_an_empty_dataset_written_to_a_folder_reads_back(tmp_path):
 
 def test_the_tagging_bar_is_closed_when_tagging_ends(tgi, pool_file, tmp_path):
     # The bar's last line is its rate: it must cover tagging only, not the rest of the chain.
-    result = invoke(
-        "run",
-        pool_file,
-        "--endpoint",
-        tgi.url,
-        "-n",
-        4,
-        *QUICK,
-        "--cache-dir",
-        tmp_path / "req",
-        "--output-dir",
-        tmp_path / "o",
-    )
+    result = invoke_run(pool_file, "--endpoint", tgi.url, "-n", 4, *QUICK, cache=tmp_path / "req", out=tmp_path / "o")
     assert_ok(result)
     err = result.stderr
     assert "InsTag tagging" in err and "InsTag normalizing" in err
@@ -376,19 +341,7 @@ def test_the_card_names_the_model_that_tagged_the_rows(tgi, pool_file, tmp_path)
     assert f"`{first_model}`" in line and "another-model" not in line  # from the rows, not the server
 
     tgi.reset()
-    result = invoke(
-        "run",
-        pool_file,
-        "--endpoint",
-        tgi.url,
-        "-n",
-        5,
-        *QUICK,
-        "--cache-dir",
-        tmp_path / "req",
-        "--output-dir",
-        tmp_path / "run",
-    )
+    result = invoke_run(pool_file, "--endpoint", tgi.url, "-n", 5, *QUICK, cache=tmp_path / "req", out=tmp_path / "run")
     assert_ok(result)
     assert "tagging requests sent: 40" in result.output  # the new model tags again: nothing reused
     assert len(tgi.stats()["queries"]) == 40

@@ -13,12 +13,31 @@ distance 0.05 with min_samples 1, FP-Growth at support 40 (queries) and confiden
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from types import MappingProxyType
 from typing import Any
 
 from instag_hf.errors import ConfigurationError
 
 UNKNOWN_POLICIES = ("drop", "keep")
+
+#: The ``instag normalize`` / ``instag run`` flag of each setting that has one, in the order
+#: ``--help`` lists them. A step's switch has a ``--no-...`` flag that turns the step off (every
+#: step is on by default); the other flags take the setting's value. The CLI builds its
+#: options from this table and the card's reproduction command line writes these flags.
+CLI_FLAGS: Mapping[str, str] = MappingProxyType(
+    {
+        "min_frequency": "--min-frequency",
+        "frequency_filter": "--no-frequency-filter",
+        "rule_aggregation": "--no-rule",
+        "semantic_aggregation": "--no-semantic",
+        "association_aggregation": "--no-association",
+        "embedding_model": "--embedding-model",
+        "semantic_eps": "--semantic-eps",
+        "association_min_support": "--association-min-support",
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ import datetime as dt
 import logging
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datasets import Dataset
@@ -32,12 +31,13 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from instag_hf._version import __version__
 from instag_hf.agreement.auditing import Audit
 from instag_hf.analysis.stats import PoolLike, TagStats, analyze
-from instag_hf.dataset_io import FILE_BUILDERS, is_hub_id, is_saved_dataset
+from instag_hf.dataset_io import is_hub_id
 from instag_hf.errors import CardError, ConfigurationError, EndpointError
+from instag_hf.publishing.layout import DATA_DIR, NORMALIZER_FILENAME, data_split
 from instag_hf.publishing.markdown import Safe, environment, fmt_count, fmt_dec, fmt_pct, markdown_text
+from instag_hf.publishing.reproduction import reproduction
 from instag_hf.sampling.provenance import tagging_record
 from instag_hf.sampling.sampler import SelectionInfo, selection_info
-from instag_hf.tagging.prompts import BUILTIN_TEMPLATES
 
 if TYPE_CHECKING:
     from instag_hf.normalization.normalizer import TagNormalizer
@@ -45,10 +45,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TEMPLATE_NAME = "instag_subset.md.jinja"
-#: Where the fitted normalizer goes, beside the card (locally and in the Hub repo).
-NORMALIZER_FILENAME = "normalizer.json"
-#: Folder of the parquet shards, as ``Dataset.push_to_hub`` names it for the default config.
-DATA_DIR = "data"
 TASK_CATEGORIES = ["text-generation"]
 #: Tags come from a model, as the Hub's field for curated, machine-annotated subsets says.
 ANNOTATIONS_CREATORS = ["machine-generated"]
@@ -93,11 +89,6 @@ def size_category(rows: int) -> str:
         if rows < limit:
             return name
     return "n>1B"
-
-
-def data_split(ds: Dataset) -> str:
-    """The split name a dataset is written under, chosen as ``Dataset.push_to_hub`` does."""
-    return str(ds.split) if ds.split is not None else "train"
 
 
 def build_card(
@@ -201,7 +192,7 @@ def build_card(
         "selection": selection.to_dict() if selection else None,
         "version": _library_version(),
         "date": Safe(_card_date(date)),
-        "repro": _reproduction(
+        "repro": reproduction(
             source,
             source_revision,
             split,
@@ -386,79 +377,3 @@ def _setting(value: object) -> object:
     if value is None:
         return Safe("default")
     return value  # numbers print as they are; strings are escaped by finalize
-
-
-def _reproduction(
-    source: str | None,
-    revision: str | None,
-    split: str,
-    repo_id: str | None,
-    tagger: Mapping[str, Any] | None,
-    normalizer: TagNormalizer | None,
-    selection: SelectionInfo | None,
-    column: str,
-    tagger_object: Any | None = None,
-) -> dict[str, Any]:
-    template: str | None = "paper"  # what Tagger() uses when nothing says otherwise
-    chosen: list[tuple[str, Any]] = []  # the model choice, which decides the tags as much as the prompt
-    if tagger is not None:
-        name = tagger.get("template")
-        template = name if name in BUILTIN_TEMPLATES else None  # custom: its text is not in the card
-    if tagger_object is not None:
-        chosen = [(k, getattr(tagger_object, k)) for k in ("model", "server", "provider") if getattr(tagger_object, k)]
-    settings: list[tuple[str, Any]] = []
-    if normalizer is not None:
-        defaults = type(normalizer.config)().to_dict()
-        settings = [(Safe(k), v) for k, v in normalizer.config.to_dict().items() if defaults[k] != v]
-    arguments: list[tuple[str, Any]] = []
-    if selection is not None:
-        arguments = [("n", selection.n_requested), ("strategy", selection.strategy), ("seed", selection.seed)]
-        arguments += [(k, getattr(selection, k)) for k in ("target_coverage", "target_mean_tags")
-                      if getattr(selection, k) is not None]  # fmt: skip
-    options = [(f"--{k}", v) for k, v in chosen]
-    options += [(f"--{k.replace('_', '-')}", v) for k, v in arguments if v is not None]
-    options += [_CLI_FLAGS[k](v) for k, v in settings if k in _CLI_FLAGS]
-    if column != "instag_tags":
-        arguments.append(("tag_column", column))
-    local = source is not None and not is_hub_id(source)
-    return {
-        "source": source or "<source dataset>",
-        **_loader(source if local else None),
-        "revision": None if local else revision,
-        "split": split,
-        "template": template,
-        "tagger_arguments": [(Safe(k), v) for k, v in chosen],
-        "repo_id": repo_id or "<user>/<dataset>",
-        "normalizer_settings": settings,
-        "sample_arguments": [(Safe(k), v) for k, v in arguments],
-        "cli_options": [(Safe(flag), value) for flag, value in options],
-    }
-
-
-def _loader(local: str | None) -> dict[str, Any]:
-    """How the reproduction snippet reads a local source the way it was read.
-
-    A data file loads through its builder (``load_dataset('json', data_files=...)``), a
-    ``save_to_disk`` folder through ``load_from_disk``; ``load_dataset(path)`` reads neither.
-    """
-    if not local:
-        return {"builder": None, "from_disk": False, "from_disk_splits": False}
-    path = Path(local).expanduser()
-    return {
-        "builder": None if path.is_dir() else FILE_BUILDERS.get(path.suffix.lower()),
-        "from_disk": is_saved_dataset(path),
-        "from_disk_splits": (path / "dataset_dict.json").is_file(),
-    }
-
-
-# NormalizerConfig field -> (flag, value) of `instag run`; fields without a flag are left out.
-_CLI_FLAGS = {
-    "min_frequency": lambda v: ("--min-frequency", v),
-    "frequency_filter": lambda v: ("--no-frequency-filter", None),
-    "rule_aggregation": lambda v: ("--no-rule", None),
-    "semantic_aggregation": lambda v: ("--no-semantic", None),
-    "association_aggregation": lambda v: ("--no-association", None),
-    "embedding_model": lambda v: ("--embedding-model", v),
-    "semantic_eps": lambda v: ("--semantic-eps", v),
-    "association_min_support": lambda v: ("--association-min-support", v),
-}

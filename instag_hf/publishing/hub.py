@@ -3,20 +3,10 @@
     info = instag_hf.push_to_hub(subset, "me/curated", card=card, normalizer=normalizer)
     instag_hf.save(subset, "out/curated", card=card, normalizer=normalizer)   # same layout
 
-Both write the same files, at the same paths:
-
-    README.md                             the card; its YAML merged with the `configs` and
-                                          `dataset_info` that `datasets` reads and writes
-    data/train-00000-of-00001.parquet     shards named as `Dataset.push_to_hub` names them
-    normalizer.json                       the fitted TagNormalizer (when there is one)
-    plots/top_tags.png, plots/tags_per_row.png
-
-so ``load_dataset("me/curated")`` (or ``load_dataset("out/curated")``) reads the subset back.
-
-Merging, not overwriting: an existing README keeps its YAML keys, its other configs and
-the other splits of the ``default`` config; the card's own keys and this split replace
-theirs, and the body is the card's. Shards of this split left from an earlier push are
-deleted in the same commit.
+Both write the same files at the same paths, the layout of :mod:`~instag_hf.publishing.layout`,
+so ``load_dataset("me/curated")`` (or ``load_dataset("out/curated")``) reads the subset back;
+an existing README is merged, not overwritten, and this split's stale shards are deleted
+in the same commit.
 
 Atomicity: everything goes into one ``HfApi.create_commit`` whose parent is the head the
 README was read from. Parquet shards are uploaded to LFS storage before the commit, but no
@@ -36,43 +26,27 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import huggingface_hub
-from datasets import Dataset, DatasetInfo, SplitDict, SplitInfo
-from datasets import config as datasets_config
-from datasets.info import DatasetInfosDict
-from datasets.utils.metadata import MetadataConfigs
-from datasets.utils.py_utils import convert_file_size_to_int
-from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, DatasetCard, DatasetCardData, HfApi
+from datasets import Dataset
+from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, DatasetCard, HfApi
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.hf_api import RepoFile
 
 from instag_hf._version import __version__
 from instag_hf.dataset_io import TransportError, scrub_secrets, unreachable_hub
 from instag_hf.errors import CardError, HubError, OutputError
-from instag_hf.publishing.card import DATA_DIR, NORMALIZER_FILENAME, build_card, data_split
+from instag_hf.publishing.card import build_card
+from instag_hf.publishing.layout import DATA_DIR, README, load_readme, stage
 
 if TYPE_CHECKING:
     from instag_hf.normalization.normalizer import TagNormalizer
 
 logger = logging.getLogger(__name__)
 
-README = "README.md"
-CONFIG_NAME = "default"
-
 __all__ = ["TransportError", "hub_bars_follow_datasets", "push_to_hub", "save", "unreachable_hub"]
-
-
-@dataclass
-class _Layout:
-    """Files staged under ``root`` (paths relative to it) and shards to delete."""
-
-    root: Path
-    files: list[str] = field(default_factory=list)
-    stale: list[str] = field(default_factory=list)
 
 
 def push_to_hub(
@@ -158,9 +132,9 @@ def _commit(
     where = f"{README} of {repo_id}"
     if README in existing:
         path = api.hf_hub_download(repo_id, README, repo_type="dataset", revision=head)
-        readme = _load_readme(path, where)
+        readme = load_readme(path, where)
     with tempfile.TemporaryDirectory(prefix="instag-push-") as staging:
-        layout = _stage(
+        layout = stage(
             subset, card, normalizer, Path(staging), readme, existing, max_shard_size, extra_files, readme_name=where
         )
         operations: list[CommitOperationAdd | CommitOperationDelete] = [
@@ -210,13 +184,11 @@ def save(
     try:
         root.mkdir(parents=True, exist_ok=True)
         where = f"{README} in {str(root)!r}"
-        readme = _load_readme(root / README, where) if (root / README).is_file() else None
+        readme = load_readme(root / README, where) if (root / README).is_file() else None
         existing = {
             p.relative_to(root).as_posix(): p.stat().st_size for p in (root / DATA_DIR).glob("*") if p.is_file()
         }
-        layout = _stage(
-            subset, card, normalizer, root, readme, existing, max_shard_size, extra_files, readme_name=where
-        )
+        layout = stage(subset, card, normalizer, root, readme, existing, max_shard_size, extra_files, readme_name=where)
         for path in layout.stale:
             (root / path).unlink()
     except OSError as error:
@@ -249,27 +221,6 @@ def hub_bars_follow_datasets() -> Iterator[None]:
         yield
     finally:
         enable_progress_bars()
-
-
-def _load_readme(path: str | Path, where: str) -> DatasetCard:
-    import yaml
-
-    try:
-        readme = DatasetCard.load(path)
-        # Read now what merging will read, so a bad README fails before anything is written.
-        MetadataConfigs.from_dataset_card_data(readme.data)
-        DatasetInfosDict.from_dataset_card_data(readme.data)
-    except (ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError) as error:
-        raise _bad_readme(where, error) from error
-    return readme
-
-
-def _bad_readme(where: str, error: BaseException) -> HubError:
-    detail = " ".join(str(error).split()) or type(error).__name__
-    return HubError(
-        f"The {where} has YAML metadata that datasets cannot read ({detail}): fix it (the 'configs' and "
-        f"'dataset_info' keys are the ones datasets reads) or remove them, then publish again; nothing was written."
-    )
 
 
 def _version() -> str:
@@ -314,122 +265,6 @@ def _dataset_repo_id(repo_id: str) -> str:
     if len(parts) != 2:
         raise HubError(f"{repo_id!r} has no namespace: write it as 'user/name' (or 'org/name').", repo_id=str(repo_id))
     return "/".join(parts)
-
-
-def _stage(
-    subset: Dataset,
-    card: DatasetCard,
-    normalizer: TagNormalizer | None,
-    root: Path,
-    readme: DatasetCard | None,
-    existing: dict[str, int],
-    max_shard_size: int | str | None,
-    extra_files: Mapping[str, bytes] | None = None,
-    *,
-    readme_name: str = README,
-) -> _Layout:
-    """Write every file of the layout under ``root``; list them and the shards they replace.
-
-    Raises:
-        HubError: The existing README (``readme_name`` says whose) has YAML that ``datasets``
-            cannot read, or an extra file would replace part of the subset.
-    """
-    layout = _Layout(root)
-    split = data_split(subset)
-    nbytes = subset._estimate_nbytes()  # what Dataset.push_to_hub sizes its shards by
-    num_shards = int(nbytes / convert_file_size_to_int(max_shard_size or datasets_config.MAX_SHARD_SIZE)) + 1
-    num_shards = min(num_shards, max(len(subset), 1))  # a shard holds at least one row
-    (root / DATA_DIR).mkdir(parents=True, exist_ok=True)
-    uploaded = 0
-    for index in range(num_shards):
-        path = f"{DATA_DIR}/{split}-{index:05d}-of-{num_shards:05d}.parquet"
-        subset.shard(num_shards=num_shards, index=index, contiguous=True).to_parquet(str(root / path))
-        uploaded += (root / path).stat().st_size
-        layout.files.append(path)
-    ours = f"{DATA_DIR}/{split}-"
-    replaced = {p: size for p, size in existing.items() if p.startswith(ours) and p.endswith(".parquet")}
-    layout.stale = sorted(set(replaced) - set(layout.files))
-    split_info = SplitInfo(name=split, num_bytes=nbytes, num_examples=len(subset))
-    try:
-        merged = _merged_card(card, readme, subset, split_info, uploaded, sum(replaced.values()))
-    except (ValueError, TypeError, KeyError, AttributeError) as error:
-        if readme is None:
-            raise  # nothing of the user's was read: the fault is ours
-        raise _bad_readme(readme_name, error) from error
-    merged.save(root / README)
-    layout.files.append(README)
-    if normalizer is not None:
-        normalizer.save(root / NORMALIZER_FILENAME)
-        layout.files.append(NORMALIZER_FILENAME)
-    for path, image in sorted(getattr(card, "plots", {}).items()):
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_bytes(image)
-        layout.files.append(path)
-    for path, data in sorted((extra_files or {}).items()):
-        if path in layout.files or path.startswith(f"{DATA_DIR}/"):
-            raise HubError(f"extra file {path!r} would replace part of the published subset: choose another path.")
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_bytes(data)
-        layout.files.append(path)
-    return layout
-
-
-def _merged_card(
-    card: DatasetCard,
-    readme: DatasetCard | None,
-    subset: Dataset,
-    split_info: SplitInfo,
-    uploaded: int,
-    deleted: int,
-) -> DatasetCard:
-    """The card with the YAML ``datasets`` needs, merged into an existing README's."""
-    if readme is None:
-        data = DatasetCardData()
-    else:
-        # A DatasetCard parses its YAML into DatasetCardData; RepoCard types it only as CardData.
-        assert isinstance(readme.data, DatasetCardData)
-        data = readme.data  # readme: loaded for this push only
-    for key, value in card.data.to_dict().items():
-        if key not in ("configs", "dataset_info"):
-            data[key] = value
-    configs = MetadataConfigs.from_dataset_card_data(data)
-    files = {item["split"]: item["path"] for item in configs.get(CONFIG_NAME, {}).get("data_files", [])
-             if isinstance(item, dict)}  # fmt: skip
-    for item in MetadataConfigs.from_dataset_card_data(card.data).get(CONFIG_NAME, {}).get("data_files", []):
-        files[item["split"]] = item["path"]
-    files[split_info.name] = f"{DATA_DIR}/{split_info.name}-*"
-    config = {**configs.get(CONFIG_NAME, {}), "data_files": [{"split": s, "path": p} for s, p in files.items()]}
-    MetadataConfigs({CONFIG_NAME: config}).to_dataset_card_data(data)
-    DatasetInfosDict({CONFIG_NAME: _dataset_info(data, subset, split_info, uploaded, deleted)}).to_dataset_card_data(
-        data
-    )
-    merged = DatasetCard(card.content)  # a copy: the caller's card is left as it was
-    merged.data = data
-    return merged
-
-
-def _dataset_info(
-    data: DatasetCardData, subset: Dataset, split_info: SplitInfo, uploaded: int, deleted: int
-) -> DatasetInfo:
-    # As Dataset.push_to_hub does: other splits of the config are kept (they must share the
-    # features), and the sizes are adjusted by what this push removed and added.
-    previous = DatasetInfosDict.from_dataset_card_data(data).get(CONFIG_NAME)
-    others = [
-        s for s in (previous.splits.values() if previous and previous.splits else []) if s.name != split_info.name
-    ]
-    if others and previous.features != subset.features:
-        raise HubError(
-            f"The repo's split(s) {[s.name for s in others]} have other columns than this subset: publish to a "
-            "new repo, or delete those splits first."
-        )
-    info = DatasetInfo(config_name=CONFIG_NAME, features=subset.features, splits=SplitDict())
-    for split in [*others, split_info]:
-        info.splits.add(split)
-    download = (previous.download_size or 0) - deleted if others else 0
-    info.download_size = download + uploaded
-    info.dataset_size = sum(split.num_bytes or 0 for split in info.splits.values())
-    info.size_in_bytes = info.download_size + info.dataset_size
-    return info
 
 
 def _hub_error(error: Exception, repo_id: str, endpoint: str, secrets: list[str]) -> HubError:

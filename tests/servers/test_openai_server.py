@@ -56,16 +56,9 @@ def chat_body(form: str, model: str = MODELS[0]) -> dict:
     return build_request(OPENAI, model, PROMPT, False, PARAMS, TAGS_JSON_SCHEMA, form)[1]
 
 
-@pytest.fixture(scope="module")
-def vllm():
-    with start_tgi_server(personality="openai", models=MODELS) as server:
-        yield server
-
-
 @pytest.fixture
-def server(vllm):
-    vllm.reset(knobs=True)
-    return vllm
+def server(openai_server):
+    return openai_server(models=MODELS)
 
 
 def test_models_are_listed_as_the_spec_says(server):

@@ -48,16 +48,9 @@ def files_holding(secret: str, *roots: Path) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module")
-def guarded_server():
-    with start_tgi_server(personality="openai", api_key=KEY) as server:
-        yield server
-
-
 @pytest.fixture
-def guarded(guarded_server):
-    guarded_server.reset(knobs=True)
-    return guarded_server
+def guarded(openai_server):
+    return openai_server(api_key=KEY)
 
 
 def test_the_key_comes_from_python_instag_api_key_or_a_named_variable(guarded, request_cache_dir, monkeypatch):

@@ -33,7 +33,6 @@ from tests.servers import _tgi_model as fake_model
 from tests.servers._openai_protocol import spec_validator
 from tests.servers._tgi_protocol import SPEC as TGI_SPEC
 from tests.servers._tgi_protocol import openapi_to_jsonschema
-from tests.servers.tgi_server import start_tgi_server
 from tests.test_cli import assert_ok, assert_one_line_error, invoke, make_rows, write_jsonl
 
 MODELS = ["org/alpha-instruct", "org/beta-instruct", "org/gamma-instruct"]
@@ -45,16 +44,9 @@ def prompts(n: int, salt: str = "") -> datasets.Dataset:
     return datasets.Dataset.from_dict({"prompt": [f"{salt}Explain how to cook rice, variant {i}" for i in range(n)]})
 
 
-@pytest.fixture(scope="module")
-def vllm_server():
-    with start_tgi_server(personality="openai", models=MODELS) as server:
-        yield server
-
-
 @pytest.fixture
-def vllm(vllm_server):
-    vllm_server.reset(knobs=True)
-    return vllm_server
+def vllm(openai_server):
+    return openai_server(models=MODELS)
 
 
 # -- each dialect's body is valid against its server's own spec ---------------------------
