@@ -242,6 +242,7 @@ def publish(
     source: str | None = None,
     source_revision: str | None = None,
     extra_files: Mapping[str, bytes] | None = None,
+    card_template: str | os.PathLike[str] | None = None,
 ) -> str:
     """Write the subset, its card, plots and normalizer to the Hub or to a local folder.
 
@@ -254,6 +255,8 @@ def publish(
         source, source_revision: The source dataset, named in the card.
         extra_files: More files for the repo, path -> bytes, in the same commit as the
             data (a refresh's state lands with the data it describes, or not at all).
+        card_template: A card template file instead of the packaged one (see
+            :func:`~instag_hf.build_card`).
 
     Returns:
         The commit (or pull request) URL, or the folder written.
@@ -276,6 +279,7 @@ def publish(
         repo_id=push_to,
         audit=result.audit,
         stats=result.subset_stats,  # run_chain measured the subset against the pool already
+        template=card_template,
     )
     if push_to is None:
         assert output_dir is not None  # check_destination: exactly one of the two is set
@@ -300,8 +304,12 @@ def write_card(
     pool: Dataset | None = None,
     normalizer: TagNormalizer | None = None,
     source: str | None = None,
+    template: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write the card of ``subset`` as ``folder/README.md`` with its plots beside it.
+
+    ``template`` is a card template file instead of the packaged one (see
+    :func:`~instag_hf.build_card`).
 
     Raises:
         CardError: The card cannot be built from what was given, or not written.
@@ -309,7 +317,7 @@ def write_card(
     from instag_hf.publishing.card import build_card
     from instag_hf.publishing.layout import README, write_card_files
 
-    card = build_card(subset, pool=pool, normalizer=normalizer, source=source)
+    card = build_card(subset, pool=pool, normalizer=normalizer, source=source, template=template)
     root = Path(folder)
     try:
         write_card_files(root, card)

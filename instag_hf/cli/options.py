@@ -113,6 +113,14 @@ output_option = click.option(
     help="Where to write: a folder (save_to_disk), or a .parquet / .jsonl file.",
 )
 
+card_template_option = click.option(
+    "--card-template",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A Jinja2 card template instead of the packaged one (start from a copy of "
+    "dataset_cards/instag_subset.md.jinja).",
+)
+
 
 # ------------------------------------------------------------------ tagging
 

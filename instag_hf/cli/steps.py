@@ -19,6 +19,7 @@ from instag_hf.cli.options import (
     Source,
     audit_options,
     audit_settings,
+    card_template_option,
     dataset_options,
     flag,
     normalizer_options,
@@ -173,7 +174,8 @@ def sample(source: Source, output: Path, **kwargs: Any) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder for README.md and the plots.",
 )
-def card(source: Source, pool: str | None, normalizer: Path | None, output: Path) -> None:
+@card_template_option
+def card(source: Source, pool: str | None, normalizer: Path | None, output: Path, card_template: Path | None) -> None:
     """Write the dataset card (README.md with statistics) and its plots for a subset."""
     from instag_hf.normalization.normalizer import TagNormalizer
 
@@ -182,6 +184,7 @@ def card(source: Source, pool: str | None, normalizer: Path | None, output: Path
         output,
         pool=dataset_io.load_source(pool) if pool else None,
         normalizer=TagNormalizer.load(normalizer) if normalizer else None,
+        template=card_template,
     )
     click.echo(f"Card written -> {written}")
 
@@ -198,7 +201,16 @@ def card(source: Source, pool: str | None, normalizer: Path | None, output: Path
 )
 @flag("--private", help="Create the repo private.")
 @flag("--create-pr", help="Open a pull request instead of committing to main.")
-def push(source: Source, repo: str, pool: str | None, normalizer: Path | None, private: bool, create_pr: bool) -> None:
+@card_template_option
+def push(
+    source: Source,
+    repo: str,
+    pool: str | None,
+    normalizer: Path | None,
+    private: bool,
+    create_pr: bool,
+    card_template: Path | None,
+) -> None:
     """Push a subset with its card, plots and normalizer to the Hub in one commit."""
     from instag_hf.normalization.normalizer import TagNormalizer
     from instag_hf.publishing.card import build_card
@@ -206,7 +218,8 @@ def push(source: Source, repo: str, pool: str | None, normalizer: Path | None, p
 
     subset = source.load()
     fitted = TagNormalizer.load(normalizer) if normalizer else None
-    built = build_card(subset, pool=dataset_io.load_source(pool) if pool else None, normalizer=fitted, repo_id=repo)
+    pool_ds = dataset_io.load_source(pool) if pool else None
+    built = build_card(subset, pool=pool_ds, normalizer=fitted, repo_id=repo, template=card_template)
     info = push_to_hub(subset, repo, card=built, normalizer=fitted, private=private or None, create_pr=create_pr)
     click.echo(f"Pushed {len(subset)} rows -> {info.pr_url or info.commit_url}")
 
@@ -225,9 +238,16 @@ def push(source: Source, repo: str, pool: str | None, normalizer: Path | None, p
 )
 @flag("--private", help="With --push-to: create the repo private.")
 @flag("--create-pr", help="With --push-to: open a pull request instead of committing.")
+@card_template_option
 @audit_options
 def run(
-    source: Source, push_to: str | None, output_dir: Path | None, private: bool, create_pr: bool, **kwargs: Any
+    source: Source,
+    push_to: str | None,
+    output_dir: Path | None,
+    private: bool,
+    create_pr: bool,
+    card_template: Path | None,
+    **kwargs: Any,
 ) -> None:
     """The whole chain: tag, normalize, analyze, sample, then push or save with a card."""
     try:  # before any work: a run that cannot publish should not tag first
@@ -249,5 +269,6 @@ def run(
         create_pr=create_pr,
         source=source.name,
         source_revision=source.revision,
+        card_template=card_template,
     )
     click.echo(f"{result.summary()}\n-> {where}")

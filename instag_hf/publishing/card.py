@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import jinja2
 from datasets import Dataset
 from huggingface_hub import DatasetCard, DatasetCardData
 
@@ -108,6 +111,7 @@ def build_card(
     date: dt.date | str | None = None,
     audit: Audit | Mapping[str, Any] | None = None,
     stats: TagStats | None = None,
+    template: str | os.PathLike[str] | None = None,
 ) -> InstagCard:
     """Build the dataset card of ``subset``: statistics against its pool, provenance, plots.
 
@@ -141,12 +145,16 @@ def build_card(
         stats: The subset's :class:`TagStats` against ``pool`` when already computed (as
             :func:`instag_hf.pipeline.run_chain` does), so the subset is not read twice;
             computed here otherwise.
+        template: A Jinja2 card template file to render instead of the packaged one. Start
+            from a copy of ``dataset_cards/instag_subset.md.jinja`` (its README lists the
+            names a template can use); keep its YAML header lines first.
 
     Returns:
         An :class:`InstagCard` (a ``huggingface_hub.DatasetCard``) with ``.plots``.
 
     Raises:
-        CardError: A value cannot be used (unfitted normalizer, bad date, bad tagger or audit).
+        CardError: A value cannot be used (unfitted normalizer, bad date, bad tagger or
+            audit), or the template cannot be read or rendered, or drops the YAML header.
         MissingColumnError: The tag column is missing.
 
     Example:
@@ -159,6 +167,7 @@ def build_card(
         render_plots,
     )
 
+    card_template = _template(template)  # before any work: a typo in the path fails at once
     selection = selection_info(subset)
     tagged_by = _tagger_context(tagger, subset)
     column = tag_column or (selection.tag_column if selection else "instag_tags")
@@ -204,10 +213,44 @@ def build_card(
             None if isinstance(tagger, Mapping) else tagger,
         ),
     }
-    content = environment().get_template(TEMPLATE_NAME).render(**context)
+    content = _render(card_template, template, context)
     images = render_plots(stats, top_k=top_k) if plots else {}
     logger.info("Built the card of %d rows (%d unique tags)", stats.rows, stats.unique_tags)
     return InstagCard(content, plots=images, normalizer=normalizer)
+
+
+def _template(path: str | os.PathLike[str] | None) -> jinja2.Template:
+    if path is None:
+        return environment().get_template(TEMPLATE_NAME)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise CardError(
+            f"Cannot read the card template {os.fspath(path)!r} ({error}): "
+            "start from a copy of dataset_cards/instag_subset.md.jinja"
+        ) from None
+    try:
+        return environment().from_string(text)
+    except jinja2.TemplateSyntaxError as error:
+        raise CardError(f"Card template {os.fspath(path)!r}, line {error.lineno}: {error.message}") from None
+
+
+def _render(template: jinja2.Template, where: str | os.PathLike[str] | None, context: dict[str, Any]) -> str:
+    try:
+        content = template.render(**context)
+    except jinja2.TemplateError as error:
+        names = ", ".join(sorted(context))
+        raise CardError(
+            f"Card template {os.fspath(where or TEMPLATE_NAME)!r}: {error}. A template can use {names}"
+        ) from None
+    if where is not None and not content.startswith(f"---\n{context['card_data']}"):
+        # The Hub reads where the data files are (`configs`) from the header: without it
+        # the pushed dataset would not load by its split.
+        raise CardError(
+            f"Card template {os.fspath(where)!r} must start with the YAML header: "
+            "the lines ---, {{ card_data }}, --- as in dataset_cards/instag_subset.md.jinja"
+        )
+    return content
 
 
 def _library_version() -> str:

@@ -90,6 +90,9 @@ class TargetConfig:
         normalizer: :class:`~instag_hf.TagNormalizer` settings, e.g. ``{min_frequency: 20}``.
         private: Create the repo private.
         create_pr: Open a pull request instead of committing to ``main``.
+        card_template: A card template file instead of the packaged one (a copy of
+            ``dataset_cards/instag_subset.md.jinja``, edited), relative to the folder the job
+            runs in. Its content is part of the settings: editing it rebuilds the card.
     """
 
     repo: str
@@ -109,6 +112,7 @@ class TargetConfig:
     normalizer: dict[str, Any] = field(default_factory=dict)
     private: bool = False
     create_pr: bool = False
+    card_template: str | None = None
 
     def __post_init__(self) -> None:
         from huggingface_hub.errors import HFValidationError
@@ -141,6 +145,8 @@ class TargetConfig:
         if self.provider is not None and (self.model is None or self.endpoint is not None):
             raise ConfigurationError("provider needs a model and no endpoint (requests go through the router)")
         check_env_name(self.api_key_env, "api_key_env")
+        if self.card_template is not None:
+            _template_digest(self.card_template)  # a missing file fails now, not after tagging
 
     def settings(self) -> dict[str, Any]:
         """Everything that decides the target's content, apart from the source's revision.
@@ -153,9 +159,11 @@ class TargetConfig:
         values = asdict(self)
         for name in ("repo", "endpoint", "api_key_env", "private", "create_pr"):
             values.pop(name)
-        for name in ("model", "server", "provider"):
+        for name in ("model", "server", "provider", "card_template"):
             if values[name] is None:
                 values.pop(name)
+        if self.card_template is not None:
+            values["card_template"] = _template_digest(self.card_template)
         values["template"] = get_template(self.template).sha256
         values["normalizer"] = NormalizerConfig.from_dict(dict(self.normalizer)).to_dict()
         return values
@@ -247,6 +255,18 @@ def _target(raw: Any, index: int) -> TargetConfig:
         raise ConfigurationError(f"{where}: {error}") from None
     except ConfigurationError as error:
         raise ConfigurationError(f"{where} ({raw.get('repo')}): {error}") from None
+
+
+def _template_digest(path: Any) -> str:
+    if not isinstance(path, str) or not path.strip():
+        raise ConfigurationError(f"card_template must be the path of a template file, got {path!r}")
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as error:
+        raise ConfigurationError(
+            f"card_template {path!r} cannot be read ({error.strerror or error}); paths are relative "
+            "to the folder the refresh runs in"
+        ) from None
 
 
 def _reject_unknown(data: Mapping[str, Any], known: set[str], where: str) -> None:

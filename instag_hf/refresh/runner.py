@@ -254,6 +254,7 @@ def refresh_target(target: TargetConfig, *, force: bool = False, dry_run: bool =
         source=src.id,
         source_revision=revision if is_hub else None,
         extra_files=files,
+        card_template=target.card_template,
     )
     outcome.status = PR_OPENED if target.create_pr else UPDATED
     outcome.rows, outcome.rows_reused, outcome.rows_tagged = len(pool), reused, tagged

@@ -112,6 +112,38 @@ def test_changed_settings_rebuild_without_new_requests(tgi, hub_client, tmp_path
     assert len(datasets.load_dataset(target, split="train")) == 7
 
 
+def test_a_card_template_is_used_and_editing_it_rebuilds_the_card(
+    tgi, hub_client, tmp_path, fresh_request_cache, monkeypatch
+):
+    source, target = "alice/refresh-card-src", "alice/refresh-card-out"
+    datasets.Dataset.from_list(make_rows(30, seed=7)).push_to_hub(source)
+    monkeypatch.chdir(tmp_path)  # the path is relative to where the job runs
+    packaged = (REPO_ROOT / "dataset_cards" / "instag_subset.md.jinja").read_text(encoding="utf-8")
+    template = tmp_path / "card.md.jinja"
+    template.write_text(packaged.replace("## What InsTag is", "Team note v1.\n\n## What InsTag is"), encoding="utf-8")
+    config = write_config(
+        tmp_path / "refresh.yaml",
+        [{"repo": target, "source": source, "n": 5, "card_template": "card.md.jinja"}],
+        endpoint=tgi.url,
+        normalizer=NORMALIZER,
+    )
+    assert refresh(config).exit_code == 0
+    assert "Team note v1." in _text(hub_client.files(target)["README.md"])
+    assert "up-to-date" in refresh(config).output
+
+    template.write_text(packaged.replace("## What InsTag is", "Team note v2.\n\n## What InsTag is"), encoding="utf-8")
+    tgi.reset()
+    result = refresh(config)
+    assert result.exit_code == 0 and f"{target}: updated" in result.output, result.output
+    readme = _text(hub_client.files(target)["README.md"])
+    assert "Team note v2." in readme and "Team note v1." not in readme
+    assert tgi.stats()["requests"] == 0  # the tags were kept: only the card changed
+
+
+def _text(content: str | bytes) -> str:
+    return content.decode("utf-8") if isinstance(content, bytes) else content
+
+
 def test_refresh_opens_a_pull_request_once(tgi, hub_client, tmp_path, fresh_request_cache):
     source, target = "alice/refresh-pr-src", "alice/refresh-pr-out"
     datasets.Dataset.from_list(make_rows(30, seed=7)).push_to_hub(source)
@@ -188,8 +220,20 @@ def test_a_failing_target_exits_1_and_the_others_still_run(tgi, hub_client, tmp_
         ("targets:\n  - {repo: 'not a repo', source: a/b, n: 3}", "not a Hub repo id"),
         ("targets:\n  - {repo: alice/x, source: a/b, n: 3, normalizer: {min_frequency: 0}}", "min_frequency"),
         ("targets:\n  - {repo: alice/x, source: a/b, n: 3, strategy: best}", "strategy"),
+        ("targets:\n  - {repo: alice/x, source: a/b, n: 3, card_template: nowhere.jinja}", "cannot be read"),
     ],
-    ids=["missing", "yaml", "empty", "unknown-key", "bad-n", "no-n", "bad-repo", "bad-normalizer", "bad-strategy"],
+    ids=[
+        "missing",
+        "yaml",
+        "empty",
+        "unknown-key",
+        "bad-n",
+        "no-n",
+        "bad-repo",
+        "bad-normalizer",
+        "bad-strategy",
+        "no-card-template",
+    ],  # fmt: skip
 )
 def test_bad_config_exits_2_with_one_line(tmp_path, content, needle):
     path = tmp_path / "refresh.yaml"
