@@ -24,10 +24,8 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import jinja2
 from datasets import Dataset
 from huggingface_hub import DatasetCard, DatasetCardData
 
@@ -37,7 +35,7 @@ from instag_hf.analysis.stats import PoolLike, TagStats, analyze
 from instag_hf.dataset_io import is_hub_id
 from instag_hf.errors import CardError, ConfigurationError, EndpointError
 from instag_hf.publishing.layout import DATA_DIR, NORMALIZER_FILENAME, data_split
-from instag_hf.publishing.markdown import Safe, environment, fmt_count, fmt_dec, fmt_pct, markdown_text
+from instag_hf.publishing.markdown import Safe, fmt_count, fmt_dec, fmt_pct, load_template, markdown_text, render
 from instag_hf.publishing.reproduction import reproduction
 from instag_hf.sampling.provenance import tagging_record
 from instag_hf.sampling.sampler import SelectionInfo, selection_info
@@ -47,7 +45,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE_NAME = "instag_subset.md.jinja"
 TASK_CATEGORIES = ["text-generation"]
 #: Tags come from a model, as the Hub's field for curated, machine-annotated subsets says.
 ANNOTATIONS_CREATORS = ["machine-generated"]
@@ -167,7 +164,7 @@ def build_card(
         render_plots,
     )
 
-    card_template = _template(template)  # before any work: a typo in the path fails at once
+    card_template = load_template(template)  # before any work: a typo in the path fails at once
     selection = selection_info(subset)
     tagged_by = _tagger_context(tagger, subset)
     column = tag_column or (selection.tag_column if selection else "instag_tags")
@@ -213,44 +210,10 @@ def build_card(
             None if isinstance(tagger, Mapping) else tagger,
         ),
     }
-    content = _render(card_template, template, context)
+    content = render(card_template, template, context)
     images = render_plots(stats, top_k=top_k) if plots else {}
     logger.info("Built the card of %d rows (%d unique tags)", stats.rows, stats.unique_tags)
     return InstagCard(content, plots=images, normalizer=normalizer)
-
-
-def _template(path: str | os.PathLike[str] | None) -> jinja2.Template:
-    if path is None:
-        return environment().get_template(TEMPLATE_NAME)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise CardError(
-            f"Cannot read the card template {os.fspath(path)!r} ({error}): "
-            "start from a copy of dataset_cards/instag_subset.md.jinja"
-        ) from None
-    try:
-        return environment().from_string(text)
-    except jinja2.TemplateSyntaxError as error:
-        raise CardError(f"Card template {os.fspath(path)!r}, line {error.lineno}: {error.message}") from None
-
-
-def _render(template: jinja2.Template, where: str | os.PathLike[str] | None, context: dict[str, Any]) -> str:
-    try:
-        content = template.render(**context)
-    except jinja2.TemplateError as error:
-        names = ", ".join(sorted(context))
-        raise CardError(
-            f"Card template {os.fspath(where or TEMPLATE_NAME)!r}: {error}. A template can use {names}"
-        ) from None
-    if where is not None and not content.startswith(f"---\n{context['card_data']}"):
-        # The Hub reads where the data files are (`configs`) from the header: without it
-        # the pushed dataset would not load by its split.
-        raise CardError(
-            f"Card template {os.fspath(where)!r} must start with the YAML header: "
-            "the lines ---, {{ card_data }}, --- as in dataset_cards/instag_subset.md.jinja"
-        )
-    return content
 
 
 def _library_version() -> str:

@@ -8,21 +8,28 @@ filter returned :class:`Safe` text built for its context on purpose:
     py      a Python literal (repr)         sh     a shell word (shlex, or bash $'...')
     count   1,234                           pct    12.5%            dec    3.25
 
-Templates load from the package ``instag_hf.publishing.templates`` with importlib.resources.
+Templates load from the package ``instag_hf.publishing.templates`` with importlib.resources,
+or from a user's file (:func:`load_template`; ``dataset_cards/`` holds the copy to start from).
 """
 
 from __future__ import annotations
 
 import importlib.resources
+import os
 import re
 import shlex
 import string
 import unicodedata
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 import jinja2
 
+from instag_hf.errors import CardError
+
 TEMPLATES_PACKAGE = "instag_hf.publishing.templates"
+TEMPLATE_NAME = "instag_subset.md.jinja"
 
 __all__ = ["Safe", "environment", "fmt_count", "fmt_dec", "fmt_pct", "markdown_text"]
 
@@ -129,3 +136,48 @@ def environment() -> jinja2.Environment:
     )
     env.filters.update(md=markdown_text, code=_code, py=_py, sh=_sh, count=fmt_count, pct=fmt_pct, dec=fmt_dec)
     return env
+
+
+def load_template(path: str | os.PathLike[str] | None = None) -> jinja2.Template:
+    """The packaged card template, or the file at ``path`` (read now, so a typo fails at once).
+
+    Raises:
+        CardError: The file cannot be read, or is not a valid Jinja2 template.
+    """
+    if path is None:
+        return environment().get_template(TEMPLATE_NAME)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise CardError(
+            f"Cannot read the card template {os.fspath(path)!r} ({error}): "
+            "start from a copy of dataset_cards/instag_subset.md.jinja"
+        ) from None
+    try:
+        return environment().from_string(text)
+    except jinja2.TemplateSyntaxError as error:
+        raise CardError(f"Card template {os.fspath(path)!r}, line {error.lineno}: {error.message}") from None
+
+
+def render(template: jinja2.Template, where: str | os.PathLike[str] | None, context: dict[str, Any]) -> str:
+    """The card text; ``where`` is the template's path (None: the packaged one).
+
+    Raises:
+        CardError: The template fails (an unknown name, a bad filter argument), or a template
+            of the user's drops the YAML header.
+    """
+    try:
+        content = template.render(**context)
+    except jinja2.TemplateError as error:
+        names = ", ".join(sorted(context))
+        raise CardError(
+            f"Card template {os.fspath(where or TEMPLATE_NAME)!r}: {error}. A template can use {names}"
+        ) from None
+    if where is not None and not content.startswith(f"---\n{context['card_data']}"):
+        # The Hub reads where the data files are (`configs`) from the header: without it
+        # the pushed dataset would not load by its split.
+        raise CardError(
+            f"Card template {os.fspath(where)!r} must start with the YAML header: "
+            "the lines ---, {{ card_data }}, --- as in dataset_cards/instag_subset.md.jinja"
+        )
+    return content
