@@ -16,10 +16,7 @@ Before issue 10 the same measurement (3,000 rows, killed after 8 s) gave 30.5 s 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -28,6 +25,7 @@ import datasets
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from instag_hf import Tagger  # noqa: E402
+from tests.servers.faults import strike  # noqa: E402
 from tests.servers.tgi_server import start_tgi_server  # noqa: E402
 
 
@@ -35,23 +33,13 @@ def measure(rows: int, slots: int, how: str, fail_fast: float, timeout: float) -
     server = start_tgi_server(latency=0.05, max_concurrent_requests=slots)
     tagger = Tagger(server.url, cache=False, progress=False, fail_fast_seconds=fail_fast, timeout=timeout)
     ds = datasets.Dataset.from_dict({"prompt": [f"{how} {slots}: how do I sort list number {i}?" for i in range(rows)]})
-    struck: list[float] = []
-
-    def strike() -> None:
-        while tagger.stats.answered < 300:
-            time.sleep(0.01)
-        os.kill(server.process.pid, signal.SIGKILL if how == "killed" else signal.SIGSTOP)
-        struck.append(time.monotonic())
-
-    threading.Thread(target=strike, daemon=True).start()
-    try:
-        ds.map(tagger.atag, batched=True, batch_size=100)
-        outcome = "the map completed (not expected)"
-    except Exception as error:  # noqa: BLE001 -- what ended the map is the measurement
-        outcome = f"{type(error).__name__}: {str(error)[:150]}"
-    ended = time.monotonic()
-    if how == "hung":
-        os.kill(server.process.pid, signal.SIGCONT)
+    with strike(server, when=lambda: tagger.stats.answered >= 300, how=how) as struck:
+        try:
+            ds.map(tagger.atag, batched=True, batch_size=100)
+            outcome = "the map completed (not expected)"
+        except Exception as error:  # noqa: BLE001 -- what ended the map is the measurement
+            outcome = f"{type(error).__name__}: {str(error)[:150]}"
+        ended = time.monotonic()
     server.close()
     return ended - struck[0], outcome
 
@@ -64,10 +52,11 @@ def main() -> None:
     args = parser.parse_args()
     datasets.disable_progress_bars()
     print(f"{args.rows} rows, fail_fast_seconds={args.fail_fast:g}, timeout={args.timeout:g}")
-    for how, slots in (("killed", 128), ("killed", 8), ("killed", 4), ("hung", 4)):
+    for how, slots in (("kill", 128), ("kill", 8), ("kill", 4), ("stop", 4)):
         seconds, outcome = measure(args.rows, slots, how, args.fail_fast, args.timeout)
-        bound = args.fail_fast + 1 if how == "killed" else args.timeout + args.fail_fast + 1
-        print(f"server {how:6} at {slots:3} slots: map ended {seconds:6.1f} s later (bound {bound:g} s) -- {outcome}")
+        bound = args.fail_fast + 1 if how == "kill" else args.timeout + args.fail_fast + 1
+        label = {"kill": "killed", "stop": "hung"}[how]
+        print(f"server {label:6} at {slots:3} slots: map ended {seconds:6.1f} s later (bound {bound:g} s) -- {outcome}")
 
 
 if __name__ == "__main__":

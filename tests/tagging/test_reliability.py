@@ -22,6 +22,7 @@ from instag_hf.errors import EndpointError
 from instag_hf.tagging.cache import RequestCache
 from instag_hf.tagging.retry import RetryPolicy
 from tests.conftest import REPO_ROOT
+from tests.servers.faults import strike
 from tests.servers.tgi_server import start_tgi_server
 
 FAST_RETRY = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05)
@@ -111,26 +112,12 @@ def _dead_server_map(
     tagger = Tagger(
         server.url, cache=request_cache_dir, fail_fast_seconds=FAIL_FAST_SECONDS, timeout=timeout, progress=False
     )
-    killed_at: list[float] = []
-
-    def strike() -> None:
-        while tagger.stats.answered < 40:
-            time.sleep(0.01)
-        os.kill(server.process.pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
-        killed_at.append(time.monotonic())
-
-    striker = threading.Thread(target=strike, daemon=True)
-    striker.start()
-    try:
+    with strike(server, when=lambda: tagger.stats.answered >= 40, how=how) as struck:
         with pytest.raises(EndpointError) as caught:
             prompts(500, "dead ").map(tagger.atag, batched=True)
         ended = time.monotonic()
-    finally:
-        striker.join()
-        if how == "stop":
-            os.kill(server.process.pid, signal.SIGCONT)
-        server.close()
-    return caught.value, ended - killed_at[0], tagger.stats.answered
+    server.close()
+    return caught.value, ended - struck[0], tagger.stats.answered
 
 
 def _rerun_sends_only_the_rest(request_cache_dir) -> None:
