@@ -35,10 +35,9 @@ from instag_hf.env import parse_endpoints
 from instag_hf.errors import ConfigurationError
 from instag_hf.normalization.config import NormalizerConfig
 from instag_hf.sampling.sampler import SamplingRequest
-from instag_hf.tagging.auth import check_env_name
-from instag_hf.tagging.dialects import SERVER_KINDS
 from instag_hf.tagging.prompts import MAX_NEW_TOKENS, get_template
 from instag_hf.tagging.rows import FORMAT_NAMES
+from instag_hf.tagging.settings import TaggerSettings
 
 
 @dataclass(frozen=True)
@@ -123,7 +122,6 @@ class TargetConfig:
         except (HFValidationError, TypeError) as error:
             raise ConfigurationError(f"repo {self.repo!r} is not a Hub repo id: {error}") from None
         SamplingRequest(self.n, self.strategy, self.seed, "instag_tags", self.target_coverage, self.target_mean_tags)
-        get_template(self.template)
         if not isinstance(self.normalizer, Mapping):
             raise ConfigurationError(f"normalizer must be a mapping of settings, got {self.normalizer!r}")
         NormalizerConfig.from_dict(dict(self.normalizer))
@@ -134,19 +132,33 @@ class TargetConfig:
                 raise ConfigurationError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.endpoint is not None and not isinstance(self.endpoint, str):
             raise ConfigurationError(f"endpoint must be a URL (or comma-separated URLs), got {self.endpoint!r}")
-        if self.endpoint is not None:
-            parse_endpoints(self.endpoint, "endpoint")  # 127.0.0.1:8080 or ftp://... would fail at tagging time
         for name in ("model", "server", "provider"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ConfigurationError(f"{name} must be a non-empty string, got {value!r}")
-        if self.server is not None and self.server not in SERVER_KINDS:
-            raise ConfigurationError(f"server must be one of {', '.join(SERVER_KINDS)}, got {self.server!r}")
-        if self.provider is not None and (self.model is None or self.endpoint is not None):
-            raise ConfigurationError("provider needs a model and no endpoint (requests go through the router)")
-        check_env_name(self.api_key_env, "api_key_env")
+        # The YAML types are checked above; what a Tagger accepts is the Tagger's to say
+        # (endpoint URLs, server kind, model and provider, the key's variable, the template).
+        self.tagger_settings()
         if self.card_template is not None:
             _template_digest(self.card_template)  # a missing file fails now, not after tagging
+
+    def tagger_settings(self) -> TaggerSettings:
+        """The settings of the Tagger that tags this target's source.
+
+        Raises:
+            ConfigurationError: A tagging setting is invalid.
+        """
+        return TaggerSettings(
+            endpoints=parse_endpoints(self.endpoint, "endpoint") if self.endpoint else (),
+            model=self.model,
+            server=self.server,
+            provider=self.provider,
+            api_key_env=self.api_key_env,
+            template=get_template(self.template),
+            format=self.source.format,
+            column=self.source.column,
+            max_new_tokens=self.max_new_tokens,
+        )
 
     def settings(self) -> dict[str, Any]:
         """Everything that decides the target's content, apart from the source's revision.

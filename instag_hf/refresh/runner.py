@@ -197,17 +197,7 @@ def refresh_target(target: TargetConfig, *, force: bool = False, dry_run: bool =
             return outcome
     is_hub = not is_local(src.id)
     ds = load_source(src.id, split=src.split, revision=revision if is_hub else None)
-    tagger = Tagger(
-        target.endpoint,
-        model=target.model,
-        server=target.server,
-        provider=target.provider,
-        api_key_env=target.api_key_env,
-        template=target.template,
-        format=src.format,
-        column=src.column,
-        max_new_tokens=target.max_new_tokens,
-    )
+    tagger = Tagger.from_settings(target.tagger_settings())
     identity = _tagger_identity(tagger)
     store = tag_store.merge_stores(
         _read_store(target.repo, state["commit"]) for _, state in states if state.get("tagger") == identity
