@@ -22,6 +22,7 @@ import argparse
 import gc
 import os
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -32,6 +33,10 @@ import numpy as np
 import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.sampling.algorithm_1 import plain_algorithm_1  # noqa: E402
 
 WORDS = ["math", "coding", "writing", "reasoning", "translation", "roleplay", "history", "biology", "physics"]
 
@@ -60,30 +65,6 @@ def build_dataset(rows: int, tags: int, folder: Path, seed: int = 0):
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=100_000)
     return Dataset.from_file(str(path))
-
-
-def plain_algorithm_1(tag_lists: list[list[str]], n: int) -> list[int]:
-    """Algorithm 1 as written: sort by tag count (stable), passes with ``covered`` reset."""
-    tag_sets = [set(tags) for tags in tag_lists]
-    order = sorted(range(len(tag_sets)), key=lambda i: -len(tag_sets[i]))
-    selected: list[int] = []
-    chosen: set[int] = set()
-    while len(selected) < n:
-        covered: set[str] = set()
-        added = 0
-        for row in order:
-            if row in chosen:
-                continue
-            if not covered.issuperset(tag_sets[row]):
-                selected.append(row)
-                chosen.add(row)
-                covered |= tag_sets[row]
-                added += 1
-                if len(selected) == n:
-                    return selected
-        if added == 0:
-            break
-    return selected
 
 
 class PeakRss:

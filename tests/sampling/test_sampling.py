@@ -13,6 +13,7 @@ import instag_hf
 from instag_hf.analysis.tagsets import TagSets
 from instag_hf.errors import ConfigurationError, MissingColumnError, SamplingError
 from instag_hf.sampling.passes import base_order, covering_passes, sort_by, steer_to_mean
+from tests.sampling.algorithm_1 import reference
 
 FEATURES = Features({"id": Value("int64"), "instag_tags": List(Value("string"))})
 
@@ -28,30 +29,6 @@ def make(rows: list[list[str] | None], column: str = "instag_tags") -> Dataset:
 
 def ids(subset: Dataset) -> list[int]:
     return list(subset["id"])
-
-
-def reference(tag_sets: list[set], order: list[int], n: int) -> tuple[list[int], int]:
-    """Algorithm 1 as written in the paper, with Python sets."""
-    selected: list[int] = []
-    chosen: set[int] = set()
-    passes = 0
-    while len(selected) < n:
-        passes += 1
-        covered: set = set()
-        added = 0
-        for row in order:
-            if row in chosen:
-                continue
-            if not covered.issuperset(tag_sets[row]):
-                selected.append(row)
-                chosen.add(row)
-                covered |= tag_sets[row]
-                added += 1
-                if len(selected) == n:
-                    return selected, passes
-        if added == 0:
-            return selected, passes - 1
-    return selected, passes
 
 
 def random_tag_lists(rng: np.random.Generator, rows: int, vocab: int, max_len: int) -> list[list[str]]:
