@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -266,6 +267,13 @@ def log_tail(log: Path, lines: int = 20) -> str:
 
 
 PROGRESS_EVERY = 10.0  # seconds between two "still starting" lines
+_LOG_PREFIX = re.compile(r"^(\(\w+ pid=\d+\) )?(INFO|WARNING|DEBUG|ERROR)\s+\S+ \S+ \[[^\]]*\] ")
+
+
+def _last_message(log: Path, width: int = 100) -> str:
+    """The log's last line without vLLM's ``(EngineCore pid=1) INFO 12-03 06:21:44 [core.py:402]`` prefix, cut to ``width``."""
+    message = _LOG_PREFIX.sub("", log_tail(log, 1).strip().rsplit("\r", 1)[-1])
+    return message if len(message) <= width else message[: width - 1] + "…"
 
 
 def _wait_until_up(server: LocalServer, timeout: float, progress: Callable[[str], None] | None) -> None:
@@ -282,8 +290,9 @@ def _wait_until_up(server: LocalServer, timeout: float, progress: Callable[[str]
             time.sleep(0.5)
         if progress is not None and time.monotonic() >= next_line:
             next_line += PROGRESS_EVERY
-            last = log_tail(server.log, 1).strip()[-120:]
-            progress(f"{server.name}: starting (compiling / loading), {time.monotonic() - started:.0f} s: {last}")
+            progress(
+                f"{server.name}: starting (compiling / loading), {time.monotonic() - started:.0f} s: {_last_message(server.log)}"
+            )
     server.check()
     raise EndpointError(
         f"The {server.name} server did not answer within {timeout:g}s; its log ({server.log}) ends with:\n"
