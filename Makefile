@@ -69,4 +69,4 @@ quality: install
 	$(VENV)/bin/mypy instag_hf --ignore-missing-imports
 
 clean:
-	rm -rf $(VENV) demo_output build *.egg-info
+	rm -rf $(VENV) .vllm-home demo_output build *.egg-info

@@ -122,7 +122,7 @@ def check_cpu(flags: str | None = None, machine: str | None = None) -> None:
     if "avx2" not in flags.split():
         raise ConfigurationError(
             "This CPU has no AVX2, which vLLM's CPU build needs: tag with llama.cpp instead "
-            "(`--server llamacpp`; `make demo DEMO_ARGS='--server llamacpp'`)"
+            "(`make demo DEMO_SERVER=llamacpp`, `scripts/demo.py --server llamacpp`)"
         )
 
 
@@ -318,7 +318,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         key = env.api_key(args.api_key_env) if args.api_key_env else None
         with start_vllm(api_key=key, max_model_len=args.max_model_len) as server:
-            print(f"vLLM serving {SERVED_MODEL_NAME} at {server.url} (log: {server.log}); Ctrl-C stops it", flush=True)
+            print(
+                f"vLLM serving {SERVED_MODEL_NAME} at {server.url} (pid {server.process.pid}, log: {server.log}); "
+                "Ctrl-C stops it",
+                flush=True,
+            )
             server.process.wait()
             server.check()
     except KeyboardInterrupt:

@@ -39,9 +39,9 @@ from sharegpt_sample import first_turns
 # queries. Rule, semantic and association aggregation keep the paper's settings otherwise.
 NORMALIZER = {"min_frequency": 1, "association_min_support": 3}
 MAX_NEW_TOKENS = 256  # SmolLM2 rambles: 256 tokens hold a few tags and their explanations
-#: Requests in flight: vLLM batches many at once; llama.cpp answers one at a time, so two
-#: keep it busy without a queue.
-CONCURRENCY = {"vllm": 32, "llamacpp": 2}
+#: Requests in flight: vLLM batches many at once (None: the Tagger's default for it, 256, so
+#: every query is in flight); llama.cpp answers one at a time, so two keep it busy without a queue.
+CONCURRENCY: dict[str, int | None] = {"vllm": None, "llamacpp": 2}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
 
 import datasets
+import psutil
 import pytest
 
 import instag_hf
@@ -185,6 +188,35 @@ def test_a_vllm_killed_mid_map_ends_the_map_within_the_fail_fast_bound(vllm_serv
     tagged = ds.map(again.atag, batched=True)
     assert len(tagged) == 48 and tagged["prompt"] == ds["prompt"]
     assert again.stats.cache_hits >= answered and again.stats.cache_hits + again.stats.requests >= 48
+
+
+def test_ctrl_c_stops_the_server_and_its_engine(tmp_path):
+    # `python -m instag_hf.local_vllm serve`, interrupted as a terminal would: the server
+    # leads its own process group (its engine core is a child), and the whole group goes.
+    environment = {**os.environ, "INSTAG_TEST_KEY": VLLM_API_KEY}
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "instag_hf.local_vllm", "serve", "--api-key-env", "INSTAG_TEST_KEY"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=environment,
+    )
+    try:
+        assert serve.stdout is not None
+        line = serve.stdout.readline()  # printed once /v1/models answers
+        found = re.search(r"at (http://127\.0\.0\.1:\d+) \(pid (\d+),", line)
+        assert found, line
+        url, pid = found[1], int(found[2])
+        assert psutil.Process(pid).children(recursive=True)  # the API server has its engine core
+        serve.send_signal(signal.SIGINT)
+        assert serve.wait(timeout=60) == 130
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)  # no process of the server's group is left
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url + "/v1/models", timeout=5)
 
 
 def test_a_cpu_without_avx2_is_refused_with_the_fallback_named():
