@@ -56,13 +56,16 @@ _LAST_LINE = re.compile(
 _BATCH_BAR = re.compile(r"Running batch:\s+100%.*?\[(\d+):(\d\d)(?::(\d\d))?<")
 
 
-def instag_tag(url: str, pool: Path, work: Path, max_new_tokens: int, key: str | None) -> tuple[float, int, int]:
+def instag_tag(
+    url: str, pool: Path, work: Path, max_new_tokens: int, key: str | None, *options: str
+) -> tuple[float, int, int]:
     """(seconds, requests, generated tokens) of one `instag tag` run with an empty request cache."""
     environment = {**os.environ, "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
     if key:
         environment["INSTAG_API_KEY"] = key
     command = [sys.executable, "-m", "instag_hf.cli", "tag", str(pool), "--endpoint", url]
     command += ["--max-new-tokens", str(max_new_tokens), "--cache-dir", str(work / "req"), "-o", str(work / "out")]
+    command += options
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
     seconds = time.monotonic() - started
@@ -146,7 +149,9 @@ def main() -> None:
         small = work / "small.jsonl"
         small.write_text("".join(json.dumps(row) + "\n" for row in rows[: args.llama_queries]), encoding="utf-8")
         with start_llama_cpp(log_path=work / "llama.log") as llama:
-            seconds, requests, generated = instag_tag(llama.url, small, work / "llama", args.max_new_tokens, None)
+            seconds, requests, generated = instag_tag(
+                llama.url, small, work / "llama", args.max_new_tokens, None, "--concurrency", "2"
+            )  # llama.cpp answers one request at a time: two in flight keep it busy, as in the demo
         print(f"instag tag -> llama.cpp server: {generated:,} generated tokens in {seconds:.1f} s ", end="")
         print(
             f"({requests} requests): {generated / seconds:.0f} tokens/s ({http_rate / (generated / seconds):.1f}x slower)"
