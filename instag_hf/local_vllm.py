@@ -75,15 +75,20 @@ class VllmInstall:
     Attributes:
         python: the venv's interpreter.
         model_dir: the bf16 safetensors folder of SmolLM2-135M-Instruct.
+        compile_cache: vLLM's ``VLLM_CACHE_ROOT`` (its torch.compile artefacts), kept beside
+            the venv rather than in ``~/.cache/vllm``: a new home compiles anew, as a new
+            machine would, and a second start of the same home is quicker.
     """
 
     python: Path
     model_dir: Path
+    compile_cache: Path
 
     def environment(self) -> dict[str, str]:
         """The server's environment: ours, with a bounded KV cache unless one is set."""
         environment = dict(os.environ)
         environment.setdefault("VLLM_CPU_KVCACHE_SPACE", str(KV_CACHE_GIB))
+        environment.setdefault("VLLM_CACHE_ROOT", str(self.compile_cache))
         # Our venv's PYTHONPATH (a checkout first on the path) means nothing to vLLM's.
         environment.pop("PYTHONPATH", None)
         return environment
@@ -147,7 +152,7 @@ def prepare_vllm(home: str | os.PathLike[str] | None = None, *, progress: Progre
     with FileLock(str(folder / ".lock")):
         python = _venv(folder / "venv", say)
         model_dir = _model(folder / "models", python, say)
-    return VllmInstall(python, model_dir)
+    return VllmInstall(python, model_dir, folder / "vllm-cache")
 
 
 def _venv(folder: Path, say: Progress) -> Path:
