@@ -4,7 +4,7 @@
     instag batch submit   requests.jsonl --endpoint https://api.openai.com
     instag batch status   requests.jsonl             # safe to run again, from a new session
     instag batch download requests.jsonl             # the output and error files
-    instag batch collect  pool.jsonl --model gpt-4o-mini --results requests-00000.output.jsonl -o tagged
+    instag batch collect  pool.jsonl --model gpt-4o-mini --results requests-00000.*.jsonl -o tagged
 
 Each command parses its options and calls one function of :mod:`instag_hf.batching`.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from instag_hf import dataset_io
-from instag_hf.cli.options import Source, dataset_options, output_option, tagger, tagger_options
+from instag_hf.cli.options import Source, dataset_options, options, output_option, tagger, tagger_options
 
 __all__ = ["batch"]
 
@@ -71,3 +71,61 @@ def collect(source: Source, results: tuple[Path, ...], more_results: tuple[Path,
     tagged, report = collect_batch(source.load(), tagger(**kwargs), [*results, *more_results])
     dataset_io.write_dataset(tagged, output)
     click.echo(f"{report.describe()}\n-> {output}")
+
+
+_requests_argument = click.argument("requests", type=click.Path(dir_okay=False, path_type=Path))
+_api_options = options(
+    click.option(
+        "--endpoint",
+        default=None,
+        help="Batch API base URL, e.g. https://api.openai.com (default: the one the state file records, "
+        "else $INSTAG_ENDPOINT).",
+    ),
+    click.option(
+        "--api-key-env",
+        default=None,
+        metavar="NAME",
+        help="Name of the environment variable that holds the API key (default: INSTAG_API_KEY).",
+    ),
+)
+
+
+@batch.command()
+@_requests_argument
+@_api_options
+def submit(requests: Path, endpoint: str | None, api_key_env: str | None) -> None:
+    """Upload the requests files prepare wrote under REQUESTS and start one batch each (24h window).
+
+    Files already submitted are skipped; the batch ids go into REQUESTS' state file
+    (requests.batches.json), so `status` and `download` find them from any session.
+    """
+    from instag_hf.batching.api import submit_batches
+
+    state = submit_batches(requests, endpoint=endpoint, api_key_env=api_key_env)
+    click.echo(f"{state.describe()}\n-> {state.path}")
+
+
+@batch.command()
+@_requests_argument
+@_api_options
+def status(requests: Path, endpoint: str | None, api_key_env: str | None) -> None:
+    """Show how each batch of REQUESTS is doing (request counts); safe to run again at any time."""
+    from instag_hf.batching.api import batch_status
+
+    click.echo(batch_status(requests, endpoint=endpoint, api_key_env=api_key_env).describe())
+
+
+@batch.command()
+@_requests_argument
+@_api_options
+def download(requests: Path, endpoint: str | None, api_key_env: str | None) -> None:
+    """Download the output and error files of every finished batch of REQUESTS, for `collect`."""
+    from instag_hf.batching.api import download_results
+
+    state, files = download_results(requests, endpoint=endpoint, api_key_env=api_key_env)
+    pending = [job for job in state.jobs if not job.final]
+    click.echo(state.describe())
+    if files:
+        click.echo("Results (pass them to `instag batch collect --results`):\n" + "\n".join(str(f) for f in files))
+    if pending:
+        click.echo(f"{len(pending)} batch(es) not finished yet: run `instag batch download {requests}` again later.")
