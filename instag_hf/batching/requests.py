@@ -52,9 +52,8 @@ class PreparedBatch:
         """One paragraph for a terminal."""
         p = self.plan
         where = f"{p.model} (server kind {p.kind})"
-        head = (
-            f"Batch requests: {p.rows:,} rows, {p.queries:,} user queries ({p.distinct:,} distinct); "
-            f"{p.cached:,} answered by the request cache"
+        head = f"Batch requests: {p.rows:,} rows, {p.queries:,} user queries ({p.distinct:,} distinct); " + (
+            f"{p.cached:,} answered by the request cache" if p.cache_checked else "request cache off"
         )
         if not self.files:
             return f"{head}; nothing left to ask {where}, no file written."
