@@ -344,7 +344,7 @@ class Tagger:
                 ("server", settings.server),
                 ("answer", None if settings.answer == "paper" else settings.answer),
             )
-            if value is not None  # fmt: skip
+            if value is not None
         )
         return f"Tagger({where}{extra}, template={settings.template.name!r})"
 
