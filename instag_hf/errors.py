@@ -89,6 +89,12 @@ class CacheError(InstagError, RuntimeError):
     """The request cache file is unusable and could not be replaced; the message says how to recover."""
 
 
+class BatchError(InstagError, ValueError):
+    """Batch results that cannot be collected as given (lines of another dataset or other
+    settings, one request answered twice differently), or a batch state file that does not
+    match its requests; the message names the file and line and says what to pass instead."""
+
+
 class RefreshError(InstagError, RuntimeError):
     """A scheduled refresh could not complete; the message names the target."""
 
@@ -96,6 +102,7 @@ class RefreshError(InstagError, RuntimeError):
 __all__ = [
     "AgreementError",
     "AuthenticationError",
+    "BatchError",
     "CacheError",
     "CardError",
     "ConfigurationError",

@@ -12,18 +12,26 @@ from instag_hf.cli import main
 from tests.conftest import REPO_ROOT
 
 COMMANDS = sorted(main.commands)
+#: Every command, a group's subcommands as "group sub".
+ALL_COMMANDS = COMMANDS + sorted(
+    f"{name} {sub}" for name, group in main.commands.items() for sub in getattr(group, "commands", {})
+)
 README = REPO_ROOT / "README.md"
 
 
 def test_the_cli_has_the_designed_commands():
-    assert set(COMMANDS) == {"tag", "normalize", "analyze", "sample", "card", "push", "run", "refresh", "compare"}
+    assert set(COMMANDS) == {
+        "tag", "normalize", "analyze", "sample", "card", "push", "run", "refresh", "compare", "batch",
+    }  # fmt: skip
 
 
-@pytest.mark.parametrize("name", COMMANDS)
+@pytest.mark.parametrize("name", ALL_COMMANDS)
 def test_every_command_has_help(name):
-    command = main.commands[name]
+    command = main
+    for part in name.split():
+        command = command.commands[part]
     assert command.help and len(command.help.strip()) > 20, f"`instag {name}` has no help text"
-    result = CliRunner().invoke(main, [name, "--help"])
+    result = CliRunner().invoke(main, [*name.split(), "--help"])
     assert result.exit_code == 0, result.output
     assert " ".join(command.help.split()[:8]) in " ".join(result.output.split())  # help wraps lines
     undocumented = [p.name for p in command.params if isinstance(p, _Option) and not p.help]
@@ -35,7 +43,7 @@ _Option = type(main.params[0])
 
 def test_every_command_appears_in_the_readme():
     text = README.read_text(encoding="utf-8") if README.exists() else ""
-    missing = [name for name in COMMANDS if not re.search(rf"\binstag {name}\b", text)]
+    missing = [name for name in ALL_COMMANDS if not re.search(rf"\binstag {name}\b", text)]
     assert not missing, f"README.md does not show these commands: {', '.join(f'instag {m}' for m in missing)}"
 
 

@@ -26,6 +26,7 @@ STAGES = [
     ("sampling",),
     ("agreement",),
     ("publishing",),
+    ("batching",),  # tagging through batch files: tags rows and records who tagged them, as pipeline does
     ("pipeline",),
     ("refresh",),
     ("cli", ""),  # "" is the package's own __init__, which exports the public API

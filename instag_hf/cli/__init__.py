@@ -9,9 +9,10 @@
     instag run       -d pool.jsonl -n 1000 --output-dir curated     # all of the above
     instag compare   small-tagged large-tagged --json report.json   # agreement of two taggers
     instag refresh   --config refresh.yaml                          # for scheduled CI jobs
+    instag batch prepare|submit|status|download|collect             # tagging through batch files
 
 The chain's commands are in :mod:`~instag_hf.cli.steps`, the options they share in
-:mod:`~instag_hf.cli.options`; ``compare`` and ``refresh`` have a module each. Errors are
+:mod:`~instag_hf.cli.options`; ``compare``, ``refresh`` and ``batch`` have a module each. Errors are
 one line on stderr and exit 1 (``--debug`` shows the traceback); ``refresh`` documents its
 own exit codes.
 """
@@ -23,6 +24,7 @@ from typing import Any
 
 import click
 
+from instag_hf.cli.batch import batch
 from instag_hf.cli.compare import compare_command
 from instag_hf.cli.refresh import EXIT_BAD_CONFIG, EXIT_FAILED, refresh_command
 from instag_hf.cli.steps import analyze, card, normalize, push, run, sample, tag
@@ -68,5 +70,5 @@ def main(debug: bool, verbose: bool) -> None:
         library.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
-for _command in (tag, normalize, analyze, sample, card, push, run, compare_command, refresh_command):
+for _command in (tag, normalize, analyze, sample, card, push, run, compare_command, refresh_command, batch):
     main.add_command(_command)

@@ -22,7 +22,7 @@ from instag_hf.agreement import DEFAULT_AUDIT_ROWS
 from instag_hf.normalization.config import CLI_FLAGS
 from instag_hf.sampling.sampler import STRATEGIES
 from instag_hf.tagging.dialects import SERVER_KINDS
-from instag_hf.tagging.prompts import MAX_NEW_TOKENS
+from instag_hf.tagging.prompts import ANSWER_FORMS, MAX_NEW_TOKENS
 from instag_hf.tagging.rows import FORMAT_NAMES
 
 Decorator = Callable[[Any], Any]
@@ -157,6 +157,14 @@ tagger_options = options(
     row_format("Row format (detected from the columns by default)."),
     click.option("--column", default=None, help="Column holding the queries (detected by default)."),
     whole("--max-new-tokens", minimum=1, default=MAX_NEW_TOKENS, help="Generation budget per answer."),
+    click.option(
+        "--answer",
+        type=click.Choice(ANSWER_FORMS),
+        default="paper",
+        show_default=True,
+        help="Answer form: 'paper' (tags with an explanation each) or 'tags' (tag titles only, "
+        "about half the generated tokens).",
+    ),
     whole(
         "--concurrency",
         minimum=1,
@@ -182,6 +190,7 @@ def tagger(
     row_format: str | None,
     column: str | None,
     max_new_tokens: int,
+    answer: str,
     concurrency: int | None,
     cache_dir: Path | None,
     no_cache: bool,
@@ -192,11 +201,11 @@ def tagger(
     cache: bool | Path = False if no_cache else (cache_dir or True)
     return Tagger(endpoint, model=model, server=server_kind, provider=provider, api_key_env=api_key_env,
                   template=template, format=row_format, column=column, max_new_tokens=max_new_tokens,
-                  concurrency=concurrency, cache=cache)  # fmt: skip
+                  answer=answer, concurrency=concurrency, cache=cache)  # fmt: skip
 
 
 TAGGER_ARGS = ("endpoint", "model", "server_kind", "provider", "api_key_env", "template", "row_format", "column",
-               "max_new_tokens", "concurrency", "cache_dir", "no_cache")  # fmt: skip
+               "max_new_tokens", "answer", "concurrency", "cache_dir", "no_cache")  # fmt: skip
 
 
 # ------------------------------------------------------------------ normalizing

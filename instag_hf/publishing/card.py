@@ -287,6 +287,7 @@ _TAGGER_KEYS = (
     "model_sha",
     "template",
     "template_sha256",
+    "answer",
     "queries",
     "cache_hits",
     "prompt_tokens",
@@ -307,7 +308,7 @@ def _tagger_context(tagger: Any | None, subset: Dataset) -> dict[str, Any] | Non
         return None
     context: dict[str, Any] = dict.fromkeys(_TAGGER_KEYS)
     if tagger is not None:
-        context.update(template=tagger.template.name, template_sha256=tagger.template.sha256)
+        context.update(template=tagger.template.name, template_sha256=tagger.template.sha256, answer=tagger.answer)
         stats = tagger.stats
         if stats.requests or stats.cache_hits:  # the cost of this build, as the servers counted it
             context.update(

@@ -57,6 +57,8 @@ def reproduction(
         template = name if name in BUILTIN_TEMPLATES else None  # custom: its text is not in the card
     if tagger_object is not None:
         chosen = [(k, getattr(tagger_object, k)) for k in ("model", "server", "provider") if getattr(tagger_object, k)]
+    if tagger is not None and tagger.get("answer") not in (None, "paper"):
+        chosen.append(("answer", tagger["answer"]))  # the answer form decides the tags as much as the prompt
     settings: list[tuple[str, Any]] = []
     if normalizer is not None:
         defaults = type(normalizer.config)().to_dict()

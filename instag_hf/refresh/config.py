@@ -86,6 +86,7 @@ class TargetConfig:
             (default ``INSTAG_API_KEY``); the key itself never goes in the file.
         template: Prompt template name or text (``paper``, ``instagger``, ``... {query} ...``).
         max_new_tokens: Generation budget per answer.
+        answer: ``paper`` (tags with explanations, the default) or ``tags`` (tag titles only).
         normalizer: :class:`~instag_hf.TagNormalizer` settings, e.g. ``{min_frequency: 20}``.
         private: Create the repo private.
         create_pr: Open a pull request instead of committing to ``main``.
@@ -108,6 +109,7 @@ class TargetConfig:
     api_key_env: str | None = None
     template: str = "paper"
     max_new_tokens: int = MAX_NEW_TOKENS
+    answer: str = "paper"
     normalizer: dict[str, Any] = field(default_factory=dict)
     private: bool = False
     create_pr: bool = False
@@ -158,6 +160,7 @@ class TargetConfig:
             format=self.source.format,
             column=self.source.column,
             max_new_tokens=self.max_new_tokens,
+            answer=self.answer,
         )
 
     def settings(self) -> dict[str, Any]:
@@ -174,6 +177,8 @@ class TargetConfig:
         for name in ("model", "server", "provider", "card_template"):
             if values[name] is None:
                 values.pop(name)
+        if values["answer"] == "paper":
+            values.pop("answer")
         if self.card_template is not None:
             values["card_template"] = _template_digest(self.card_template)
         values["template"] = get_template(self.template).sha256

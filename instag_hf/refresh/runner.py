@@ -260,7 +260,10 @@ def _tagger_identity(tagger: Tagger) -> dict[str, Any]:
     # prompt, not the endpoints' addresses. Asked with the Tagger's own keys, so a
     # protected endpoint answers; with no endpoint configured, the error says how to set one.
     models = sorted({info.identity for info in tagger.servers()})
-    return {"models": models, "template": tagger.template.sha256, "max_new_tokens": tagger.max_new_tokens}
+    identity = {"models": models, "template": tagger.template.sha256, "max_new_tokens": tagger.max_new_tokens}
+    if tagger.answer != "paper":  # left out at its default: stored states from before it still match
+        identity["answer"] = tagger.answer
+    return identity
 
 
 def _target_states(repo: str, *, pull_requests: bool) -> list[tuple[str, dict[str, Any]]]:

@@ -37,7 +37,7 @@ _REGISTRY: dict[str, SelectionInfo] = {}
 #: Prefix of the JSON line recording which server, model and prompt tagged the rows.
 TAGGER_MARKER = "instag_hf.tagger: "
 _TAGGER_HEADLINE = "Tagged by instag_hf"
-_TAGGER_KEYS = ("kind", "model", "model_sha", "template", "template_sha256")
+_TAGGER_KEYS = ("kind", "model", "model_sha", "template", "template_sha256", "answer")
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def record_tagging(ds: Dataset, tagger: dict[str, Any]) -> None:
 
     Args:
         ds: The dataset a tagging map just returned.
-        tagger: ``{"kind", "model", "model_sha", "template", "template_sha256"}``, as
+        tagger: ``{"kind", "model", "model_sha", "template", "template_sha256", "answer"}``, as
             :meth:`instag_hf.Tagger.provenance` gives it.
     """
     values = {key: tagger.get(key) for key in _TAGGER_KEYS}
@@ -175,7 +175,7 @@ def record_tagging(ds: Dataset, tagger: dict[str, Any]) -> None:
             if not line.startswith((TAGGER_MARKER, _TAGGER_HEADLINE))]  # fmt: skip
     base = "\n".join(kept).strip()
     block = (f"{_TAGGER_HEADLINE} with {values['model']} ({values['kind']} server), prompt template "
-             f"{values['template']}.\n{TAGGER_MARKER}{json.dumps(values)}")  # fmt: skip
+             f"{values['template']}, answer form {values['answer'] or 'paper'}.\n{TAGGER_MARKER}{json.dumps(values)}")  # fmt: skip
     ds.info.description = f"{base}\n\n{block}" if base else block
 
 

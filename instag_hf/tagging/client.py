@@ -22,7 +22,7 @@ from instag_hf.tagging.dialects import build_request, first_form, read_reply, re
 from instag_hf.tagging.endpoint_pool import EndpointPool
 from instag_hf.tagging.parsing import ParseResult, parse_tags
 from instag_hf.tagging.progress import TaggingProgress, TaggingStats
-from instag_hf.tagging.prompts import TAGS_JSON_SCHEMA, PromptTemplate
+from instag_hf.tagging.prompts import PromptTemplate, answer_json_schema
 from instag_hf.tagging.servers import ServerInfo, dead_server_reason, new_session, post
 from instag_hf.tagging.settings import TaggerSettings
 
@@ -56,8 +56,9 @@ class TaggingClient:
     ) -> None:
         self.infos = infos
         # Read once: the settings are frozen, and these are read per request.
-        self.template = settings.template
-        self.params = first_params(settings.max_new_tokens)
+        self.template = settings.prompt  # worded for the answer form
+        self.schema = answer_json_schema(settings.answer)
+        self.params = first_params(settings.max_new_tokens, settings.answer)
         self.timeout = timeout  # resolved by the Tagger: None in the settings reads INSTAG_REQUEST_TIMEOUT
         self.retry = settings.retry
         self.parse_retries = settings.parse_retries
@@ -85,7 +86,7 @@ class TaggingClient:
         self._pending: dict[str, asyncio.Future[Answer]] = {}
         self._tasks: set[asyncio.Task[Answer]] = set()
         self._fatal: EndpointError | None = None  # once set, every request stops with it
-        self._max_query_chars = _max_query_chars(infos, settings.template, settings.max_new_tokens)
+        self._max_query_chars = _max_query_chars(infos, self.template, settings.max_new_tokens)
 
     @property
     def stopped(self) -> bool:
@@ -215,7 +216,7 @@ class TaggingClient:
                 if self._fatal is not None:  # declared while this request waited for its slot
                     raise self._fatal
                 info, form = slot.info, self._forms[slot.info.url]
-                path, body = build_request(info.kind, info.model_id, prompt, raw, params, TAGS_JSON_SCHEMA, form)
+                path, body = build_request(info.kind, info.model_id, prompt, raw, params, self.schema, form)
                 self.stats.requests += 1
                 sent_at = time.monotonic()
                 status, payload, retry_after, error, token_headers = await post(
@@ -359,9 +360,17 @@ class TaggingClient:
             self._session = None
 
 
-def first_params(max_new_tokens: int) -> dict[str, Any]:
-    """Generation parameters of a query's first ask (part of its cache key): greedy."""
-    return {"max_new_tokens": max_new_tokens, "do_sample": False}
+def first_params(max_new_tokens: int, answer: str = "paper") -> dict[str, Any]:
+    """Generation parameters of a query's first ask (part of its cache key): greedy.
+
+    A tags-only answer form is named in them, so its answers never share a key with the
+    paper form's; the paper form is not, so keys made before the setting existed still
+    hit. :func:`~instag_hf.tagging.dialects.build_request` does not send it.
+    """
+    params: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False}
+    if answer != "paper":
+        params["answer"] = answer
+    return params
 
 
 def _max_query_chars(infos: list[ServerInfo], template: PromptTemplate, max_new_tokens: int) -> int | None:

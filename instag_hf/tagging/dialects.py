@@ -8,7 +8,8 @@ tag schema, and where the answer and its token counts are in the response.
 | ``vllm``, ``sglang``, ``openai`` | ``/v1/chat/completions`` | ``response_format = {"type": "json_schema", "json_schema": {"name", "schema": S, "strict": true}}`` |
 | ``llamacpp`` | ``/v1/chat/completions`` | ``response_format = {"type": "json_object", "schema": S}`` |
 
-``S`` is ``{"tags": [{"tag", "explanation"}]}``: TGI takes only object grammars, OpenAI's
+``S`` is ``{"tags": [{"tag", "explanation"}]}`` (``{"tags": [str]}`` for the tags-only
+answer form, ``Tagger(answer="tags")``): TGI takes only object grammars, OpenAI's
 strict mode only object roots, so every dialect gets the same object and the parser unwraps it.
 
 llama.cpp: measured against the llama-cpp-python server this project ships (0.3.x):
@@ -39,6 +40,9 @@ _FIRST_FORM = {TGI: TGI_GRAMMAR, VLLM: JSON_SCHEMA, SGLANG: JSON_SCHEMA, OPENAI:
 _WEAKER = {JSON_SCHEMA: JSON_OBJECT}
 _NAMES_THE_FORMAT = re.compile(r"response_format|json_schema", re.IGNORECASE)
 SCHEMA_NAME = "instag_tags"
+#: What of the generation parameters TGI's ``/generate`` is sent (the answer form, which is
+#: in them for the cache key, is not a generation parameter).
+_TGI_PARAMETERS = ("max_new_tokens", "do_sample", "temperature", "seed")
 
 
 def first_form(kind: str) -> str:
@@ -85,12 +89,16 @@ def build_request(
         prompt: The rendered prompt.
         raw: The template is a raw prompt (TGI's ``/generate``) rather than a chat turn.
         params: ``max_new_tokens``, ``do_sample`` and, when sampling, ``temperature`` and ``seed``.
-        schema: The JSON schema of the tag list.
+        schema: The JSON schema of the tag list (:func:`~instag_hf.tagging.prompts.answer_json_schema`).
         form: The structured-output form (:func:`first_form`, or a weaker one after a refusal).
     """
     wrapped = answer_schema(schema)
     if kind == TGI and raw:
-        parameters = {**params, "grammar": {"type": "json", "value": wrapped}, "details": False}
+        parameters = {
+            **{k: params[k] for k in _TGI_PARAMETERS if k in params},
+            "grammar": {"type": "json", "value": wrapped},
+            "details": False,
+        }
         return "/generate", {"inputs": prompt, "parameters": parameters}
     body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}]}
     body["max_tokens"] = params.get("max_new_tokens")

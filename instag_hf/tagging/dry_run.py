@@ -16,6 +16,7 @@ from instag_hf.tagging.batch import fit_query
 from instag_hf.tagging.cache import request_key
 from instag_hf.tagging.client import _max_query_chars, first_params
 from instag_hf.tagging.rows import extract_queries
+from instag_hf.tagging.servers import ServerInfo
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -68,38 +69,77 @@ class TaggingPlan:
         )
 
 
+@dataclass(frozen=True)
+class PlannedQuery:
+    """One distinct query as it would be sent, and where it first appears.
+
+    Attributes:
+        query: The query as sent (after fitting the server's input limit).
+        key: Its request-cache key (None without a model identity to key on).
+        row, turn: The first row holding it, and the user turn inside that row.
+        cached: The request cache already answers it.
+    """
+
+    query: str
+    key: str | None
+    row: int
+    turn: int
+    cached: bool
+
+
 def plan(tagger: Tagger, ds: Dataset, *, batch_size: int = 1000) -> TaggingPlan:
     """See :meth:`instag_hf.Tagger.plan`."""
-    fmt = tagger._row_format(ds.column_names)
     infos = tagger.servers() if tagger.endpoints else None
-    limit = _max_query_chars(infos, tagger.template, tagger.max_new_tokens) if infos else None
+    return plan_queries(tagger, ds, infos, batch_size=batch_size)[0]
+
+
+def plan_queries(
+    tagger: Tagger, ds: Dataset, infos: list[ServerInfo] | None, *, batch_size: int = 1000
+) -> tuple[TaggingPlan, list[PlannedQuery]]:
+    """The plan, and every distinct query in order of first appearance.
+
+    Args:
+        tagger: Whose row format, prompt, answer form and cache decide what is sent.
+        ds: The dataset.
+        infos: What answers the requests (``Tagger.servers()``), or None when nothing is
+            known: then no input limit applies and the cache is not looked at.
+        batch_size: Rows read at a time.
+
+    Raises:
+        FormatError: No column to read queries from.
+    """
+    fmt = tagger._row_format(ds.column_names)
+    prompt = tagger.settings.prompt
+    limit = _max_query_chars(infos, prompt, tagger.max_new_tokens) if infos else None
     names = [fmt.column] + ([fmt.input_column] if fmt.input_column and fmt.input_column in ds.column_names else [])
     queries = 0
-    distinct: dict[str, None] = {}
+    first: dict[str, tuple[int, int]] = {}
+    row_index = 0
     for table in ds.select_columns(names).with_format("arrow").iter(batch_size=batch_size):
         batch = {name: table.column(name).to_pylist() for name in names}
         for row in extract_queries(batch, fmt):
-            for _, query in row.queries:
+            for turn, query in row.queries:
                 queries += 1
                 sent, _ = fit_query(query, limit, tagger.long_queries)
                 if sent is not None:
-                    distinct[sent] = None
-    missing = list(distinct)
+                    first.setdefault(sent, (row_index, turn))
+            row_index += 1
+    params = first_params(tagger.max_new_tokens, tagger.settings.answer)
+    keys = {q: request_key(infos[0].identity, prompt.sha256, q, params) for q in first} if infos else {}
     cache = tagger._request_cache() if infos else None
-    if cache is not None and infos:
-        params = first_params(tagger.max_new_tokens)
-        keys = {request_key(infos[0].identity, tagger.template.sha256, q, params): q for q in distinct}
-        found = cache.get_many(keys)
-        missing = [q for key, q in keys.items() if key not in found]
-    chars = sum(len(tagger.template.render(q)) for q in missing)
-    return TaggingPlan(
+    found = cache.get_many(keys.values()) if cache is not None else {}
+    planned = [PlannedQuery(q, keys.get(q), row, turn, keys.get(q) in found) for q, (row, turn) in first.items()]
+    missing = [p.query for p in planned if not p.cached]
+    chars = sum(len(prompt.render(q)) for q in missing)
+    summary = TaggingPlan(
         rows=len(ds),
         queries=queries,
-        distinct=len(distinct),
-        cached=len(distinct) - len(missing),
+        distinct=len(first),
+        cached=len(first) - len(missing),
         to_send=len(missing),
         prompt_tokens=-(-chars // ESTIMATE_CHARS_PER_TOKEN),
         model=infos[0].model_name if infos else None,
         kind=infos[0].kind if infos else None,
         cache_checked=cache is not None,
     )
+    return summary, planned

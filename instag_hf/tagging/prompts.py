@@ -71,6 +71,29 @@ TAGS_JSON_SCHEMA: dict[str, Any] = {
     },
 }
 
+#: Answer forms: ``"paper"`` (the paper's ``[{"tag", "explanation"}]``) and ``"tags"`` (a
+#: list of tag titles, no explanation: about half the generated tokens).
+ANSWER_FORMS = ("paper", "tags")
+
+#: JSON schema of a tags-only answer: a list of tag titles.
+TAG_TITLES_JSON_SCHEMA: dict[str, Any] = {"type": "array", "minItems": 1, "items": {"type": "string"}}
+
+# The answer-format sentences of the built-in templates, and their tags-only wording: the
+# rest of each prompt stays byte-exact.
+_TAGS_ONLY_WORDING = {
+    "paper": (
+        "Your answer should be a list including titles of tags and a brief explanation of each tag. "
+        'Your response have to strictly follow this JSON format: [{"tag": str, "explanation": str}].',
+        "Your answer should be a list including titles of tags. "
+        "Your response have to strictly follow this JSON format: [str].",
+    ),
+    "instagger": (
+        "in the following user query and provide an explanation for each tag. "
+        'Please respond in the JSON format {"tag": str, "explanation": str}.',
+        "in the following user query. Please respond in the JSON format [str].",
+    ),
+}
+
 _KINDS = ("chat", "raw")
 
 
@@ -152,6 +175,33 @@ INSTAGGER = PromptTemplate("instagger", INSTAGGER_TEMPLATE, kind="raw")
 BUILTIN_TEMPLATES: dict[str, PromptTemplate] = {PAPER.name: PAPER, INSTAGGER.name: INSTAGGER}
 
 
+def answer_json_schema(answer: str) -> dict[str, Any]:
+    """The JSON schema an answer of form ``answer`` (:data:`ANSWER_FORMS`) must follow.
+
+    Example:
+        >>> answer_json_schema("tags")["items"]
+        {'type': 'string'}
+    """
+    return TAG_TITLES_JSON_SCHEMA if answer == "tags" else TAGS_JSON_SCHEMA
+
+
+def for_answer(template: PromptTemplate, answer: str) -> PromptTemplate:
+    """The prompt actually sent for answer form ``answer``.
+
+    ``"paper"`` is ``template`` itself. ``"tags"`` rewords a built-in template's answer format
+    to a list of tag titles (``[str]``) and keeps the rest of it byte-exact; a custom template
+    is sent as written (its text says what to answer; the JSON schema still asks for titles).
+
+    Example:
+        >>> for_answer(PAPER, "tags").text.endswith("JSON format: [str]. Please response in English.")
+        True
+    """
+    wording = _TAGS_ONLY_WORDING.get(template.name) if answer == "tags" else None
+    if wording is None or wording[0] not in template.text:
+        return template
+    return PromptTemplate(template.name, template.text.replace(*wording), kind=template.kind)
+
+
 def get_template(spec: str | PromptTemplate = "paper") -> PromptTemplate:
     """Resolve a template name, a custom template text, or a template.
 
@@ -190,6 +240,7 @@ def get_template(spec: str | PromptTemplate = "paper") -> PromptTemplate:
 
 
 __all__ = [
+    "ANSWER_FORMS",
     "BUILTIN_TEMPLATES",
     "INSTAGGER",
     "INSTAGGER_TEMPLATE",
@@ -198,6 +249,9 @@ __all__ = [
     "PAPER_TEMPLATE",
     "PLACEHOLDER",
     "TAGS_JSON_SCHEMA",
+    "TAG_TITLES_JSON_SCHEMA",
     "PromptTemplate",
+    "answer_json_schema",
+    "for_answer",
     "get_template",
 ]

@@ -19,13 +19,16 @@ from instag_hf import env
 from instag_hf.errors import ConfigurationError
 from instag_hf.tagging.auth import base_url, check_env_name
 from instag_hf.tagging.dialects import SERVER_KINDS
-from instag_hf.tagging.prompts import MAX_NEW_TOKENS, PromptTemplate, get_template
+from instag_hf.tagging.prompts import ANSWER_FORMS, MAX_NEW_TOKENS, PromptTemplate, for_answer, get_template
 from instag_hf.tagging.retry import RetryPolicy
 from instag_hf.tagging.rows import FORMAT_NAMES
 from instag_hf.tagging.servers import ConnectorFactory
 
 #: Marks a setting that decides what the tags are, so it is part of the map's fingerprint.
 _OUTPUT = {"decides_output": True}
+#: Such a setting added later: left out of the fingerprint and the pickled state while it has
+#: its default, so the fingerprints and cache keys made before it existed stay the same.
+_NEW_OUTPUT = {"decides_output": True, "omitted_at_default": True}
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class TaggerSettings:
     format: str | None = field(default=None, metadata=_OUTPUT)
     column: str | None = field(default=None, metadata=_OUTPUT)
     max_new_tokens: int = field(default=MAX_NEW_TOKENS, metadata=_OUTPUT)
+    answer: str = field(default="paper", metadata=_NEW_OUTPUT)
     parse_retries: int = field(default=1, metadata=_OUTPUT)
     long_queries: str = field(default="truncate", metadata=_OUTPUT)
     concurrency: int | None = None
@@ -79,6 +83,11 @@ class TaggerSettings:
             raise ConfigurationError("connector must be a callable that returns an aiohttp connector")
         if self.format is not None and self.format not in FORMAT_NAMES:
             raise ConfigurationError(f"Unknown format {self.format!r}: use one of {', '.join(FORMAT_NAMES)}")
+        if self.answer not in ANSWER_FORMS:
+            raise ConfigurationError(
+                f"Unknown answer form {self.answer!r}: use 'paper' (tags with explanations, the paper's) "
+                "or 'tags' (tag titles only, about half the generated tokens)"
+            )
         if self.max_new_tokens < 1:
             raise ConfigurationError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.concurrency is not None and self.concurrency < 1:
@@ -100,22 +109,32 @@ class TaggerSettings:
             return self.model
         return f"{self.model}:{self.provider}"
 
+    @property
+    def prompt(self) -> PromptTemplate:
+        """The template as sent: ``template`` with its answer format worded for ``answer``."""
+        return for_answer(self.template, self.answer)
+
     def output_fields(self) -> dict[str, Any]:
         """The settings that decide the tags, as plain values: hashed into the fingerprint."""
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.metadata.get("decides_output")}
+        return {f.name: _plain(getattr(self, f.name)) for f in self._kept() if f.metadata.get("decides_output")}
 
     def state(self) -> dict[str, Any]:
         """Every setting but the endpoints, as plain values (what pickling sends)."""
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "endpoints"}
+        return {f.name: _plain(getattr(self, f.name)) for f in self._kept() if f.name != "endpoints"}
+
+    def _kept(self) -> list[Any]:
+        return [
+            f for f in fields(self) if not (f.metadata.get("omitted_at_default") and getattr(self, f.name) == f.default)
+        ]
 
     @classmethod
     def from_state(cls, state: dict[str, Any], endpoints: Sequence[str]) -> TaggerSettings:
-        """The settings :meth:`state` described, at ``endpoints``."""
+        """The settings :meth:`state` described, at ``endpoints`` (a setting left out has its default)."""
         names = {f.name for f in fields(cls)} - {"endpoints", "template"}
         return cls(
             endpoints=tuple(endpoints),
             template=PromptTemplate(**state["template"]),
-            **{name: state[name] for name in names},
+            **{name: state[name] for name in names if name in state},
         )
 
 

@@ -90,6 +90,11 @@ class Tagger:
             ``"prompt"``); detected from the columns by default.
         column: Force the column that holds the queries.
         max_new_tokens: Generation budget per answer.
+        answer: ``"paper"`` (default): the paper's answer form, a list of ``{"tag",
+            "explanation"}``. ``"tags"``: a list of tag titles only (the built-in prompt's
+            answer format reworded, the JSON schema a list of strings), about half the
+            generated tokens; ``explanation`` is then ``""`` in ``instag_raw_tags``. Part of
+            the fingerprint and the cache key.
         concurrency: Cap on requests in flight per endpoint (the server's own
             ``max_concurrent_requests`` is never exceeded either way).
         timeout: Seconds before one request is abandoned and retried, > 0 (default
@@ -140,6 +145,7 @@ class Tagger:
         format: str | None = None,
         column: str | None = None,
         max_new_tokens: int = MAX_NEW_TOKENS,
+        answer: str = "paper",
         concurrency: int | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
@@ -169,6 +175,7 @@ class Tagger:
             format=format,
             column=column,
             max_new_tokens=max_new_tokens,
+            answer=answer,
             parse_retries=parse_retries,
             long_queries=long_queries,
             concurrency=concurrency,
@@ -215,6 +222,7 @@ class Tagger:
     format = _setting("format")
     column = _setting("column")
     max_new_tokens = _setting("max_new_tokens")
+    answer = _setting("answer")
     parse_retries = _setting("parse_retries")
     long_queries = _setting("long_queries")
     concurrency = _setting("concurrency")
@@ -264,7 +272,7 @@ class Tagger:
         it is asked when it never was.
 
         Returns:
-            ``{"kind", "model", "model_sha", "template", "template_sha256"}``, the mapping
+            ``{"kind", "model", "model_sha", "template", "template_sha256", "answer"}``, the mapping
             :func:`instag_hf.build_card` takes as ``tagger``.
 
         Raises:
@@ -276,7 +284,8 @@ class Tagger:
             raise NoEndpointError(_NO_ENDPOINT)
         info = self._server_infos(endpoints)[0]
         return {"kind": info.kind, "model": info.model_name, "model_sha": info.model_sha,
-                "template": self.template.name, "template_sha256": self.template.sha256}  # fmt: skip
+                "template": self.template.name, "template_sha256": self.template.sha256,
+                "answer": self.answer}  # fmt: skip
 
     def _config(self) -> dict[str, Any]:
         # Everything that decides the output, and nothing secret: this is what datasets
@@ -330,7 +339,11 @@ class Tagger:
             where = f"endpoint={','.join(settings.endpoints) if settings.endpoints else '$INSTAG_ENDPOINT'!r}"
         extra = "".join(
             f", {name}={value!r}"
-            for name, value in (("model", settings.model), ("server", settings.server))
+            for name, value in (
+                ("model", settings.model),
+                ("server", settings.server),
+                ("answer", None if settings.answer == "paper" else settings.answer),
+            )
             if value is not None
         )
         return f"Tagger({where}{extra}, template={settings.template.name!r})"

@@ -1,4 +1,5 @@
-"""Starting the loopback protocol server in its own process, and talking to its control routes."""
+"""Starting a loopback test server in its own process (:func:`spawn_server`: the protocol server,
+the Batch-API emulator), and talking to its control routes."""
 
 from __future__ import annotations
 
@@ -95,22 +96,26 @@ def start_tgi_server(
         RuntimeError: the server did not start; the message carries its stderr.
     """
     Knobs(**knobs)  # fail here, in the caller, on a bad knob
-    stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 -- lives as long as the server
-    command = [
-        sys.executable,
-        "-m",
-        "tests.servers.tgi_server",
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--knobs",
-        json.dumps(knobs),
-        "--exit-with-stdin",
-    ]
+    args = ["--host", host, "--port", str(port), "--knobs", json.dumps(knobs)]
     if tls is not None:
-        command += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
-    # Our end of its stdin closes when this process dies, however it dies: no orphan servers.
+        args += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+    cafile = str(tls[0]) if tls else None
+    return spawn_server("tests.servers.tgi_server", args, timeout=timeout, name="TGI test server", cafile=cafile)
+
+
+def spawn_server(
+    module: str, args: list[str], *, timeout: float = 30.0, name: str = "test server", cafile: str | None = None
+) -> TGIServerHandle:
+    """Run ``python -m module ARGS --exit-with-stdin`` and wait for its ``READY <url>`` line.
+
+    The server must print that line once listening, stop on SIGTERM, and stop when its stdin
+    closes (our end closes when this process dies, however it dies: no orphan servers).
+
+    Raises:
+        RuntimeError: It did not start within ``timeout``; the message carries its stderr.
+    """
+    stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 -- lives as long as the server
+    command = [sys.executable, "-m", module, *args, "--exit-with-stdin"]
     process = subprocess.Popen(
         command, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True
     )
@@ -128,7 +133,7 @@ def start_tgi_server(
         process.kill()
         process.wait()
         stderr.seek(0)
-        message = f"TGI test server did not start within {timeout}s (stdout {line!r}); its stderr:\n{stderr.read()}"
+        message = f"{name} did not start within {timeout}s (stdout {line!r}); its stderr:\n{stderr.read()}"
         stderr.close()
         raise RuntimeError(message)
-    return TGIServerHandle(process, line.split(" ", 1)[1].strip(), stderr, str(tls[0]) if tls else None)
+    return TGIServerHandle(process, line.split(" ", 1)[1].strip(), stderr, cafile)

@@ -155,12 +155,20 @@ def shape(tags: list[dict[str, str]], schema: dict[str, Any] | None) -> Any:
 
     An object schema with an array property (TGI rejects grammars without top-level
     ``properties``, so clients wrap the list) gets ``{that_property: tags}``; anything
-    else gets the bare list.
+    else gets the bare list. An array of strings gets the tag titles alone.
     """
     if schema and schema.get("type") == "object":
         for name, sub in (schema.get("properties") or {}).items():
             if isinstance(sub, dict) and (sub.get("type") == "array" or "items" in sub):
-                return {name: tags}
+                return {name: _fit_items(tags, sub)}
+    return _fit_items(tags, schema)
+
+
+def _fit_items(tags: list[dict[str, str]], array: dict[str, Any] | None) -> list[Any]:
+    """Tag titles only when the array's items are strings (the tags-only answer form)."""
+    items = array.get("items") if isinstance(array, dict) else None
+    if isinstance(items, dict) and items.get("type") == "string":
+        return [tag["tag"] for tag in tags]
     return tags
 
 
