@@ -49,10 +49,11 @@ from instag_hf.errors import (
     NormalizationError,
     NotFittedError,
 )
+from instag_hf.normalization.applying import TAGS_TYPE, normalized_column, normalized_rows
 from instag_hf.normalization.artifact import content_hash, read_artifact, write_artifact
 from instag_hf.normalization.config import NormalizerConfig
 from instag_hf.normalization.fitting import fit_vocabulary
-from instag_hf.normalization.occurrences import check_column_type, field_type_error, read_occurrences
+from instag_hf.normalization.occurrences import field_type_error, read_occurrences
 from instag_hf.normalization.report import NormalizationReport
 from instag_hf.normalization.steps.rule import rule_key
 
@@ -125,16 +126,18 @@ class TagNormalizer:
 
     # ----------------------------------------------------------------- applying
 
-    def __call__(self, batch: Mapping[str, list]) -> dict[str, Any]:
-        """Normalized tags of a batch, for ``ds.map(normalizer, batched=True)``.
+    def __call__(self, batch: Any) -> Any:
+        """Normalized tags of a batch, for ``ds.map(normalizer, batched=True)`` or Ray Data.
 
         Args:
-            batch: Columns of a batch; only ``instag_raw_tags`` is read.
+            batch: Columns of a batch (datasets' batch, a dict of lists, or a pyarrow
+                Table as Ray Data's ``map_batches(..., batch_format="pyarrow")`` gives);
+                only ``instag_raw_tags`` is read.
 
         Returns:
-            ``{"instag_tags": [...]}``: per row, the union of its turns' canonical tags,
-            de-duplicated, in order of first appearance. In a batch where no row has a
-            tag, each row is an empty string array rather than ``[]`` (see the comment).
+            ``{"instag_tags": ...}``: per row, the union of its turns' canonical tags,
+            de-duplicated, in order of first appearance. For a pyarrow Table, the table
+            with ``instag_tags`` added (or replaced), since Ray keeps only what a map returns.
 
         Raises:
             NotFittedError: Neither ``fit`` nor ``load`` was called.
@@ -143,17 +146,23 @@ class TagNormalizer:
                 ``tag`` that is not a string, say); the message says which and what it needs.
         """
         self._check_fitted()
-        if RAW_TAGS_COLUMN not in batch:
+        table = batch if isinstance(batch, pa.Table) else getattr(batch, "pa_table", None)
+        names = table.column_names if table is not None else batch
+        if RAW_TAGS_COLUMN not in names:
             raise MissingColumnError(
                 f"The dataset has no {RAW_TAGS_COLUMN!r} column: tag it first with "
                 "`ds = ds.map(instag_hf.tag, batched=True)`.",
                 column=RAW_TAGS_COLUMN,
             )
-        table = getattr(batch, "pa_table", None)  # datasets' LazyBatch: the type says it at once
-        if table is not None and RAW_TAGS_COLUMN in table.column_names:
-            kind = table.column(RAW_TAGS_COLUMN).type
-            if not pa.types.is_null(kind):  # a column of nulls only: rows without tags
-                check_column_type(kind)
+        # Arrow-backed batches never become Python dicts: reading the struct column as
+        # Python cost more than everything else the normalizer does.
+        if isinstance(batch, pa.Table):
+            tags = normalized_column(batch.column(RAW_TAGS_COLUMN), self._lookup)
+            if TAGS_COLUMN in batch.column_names:  # normalizing again replaces the tags
+                batch = batch.drop_columns([TAGS_COLUMN])
+            return batch.append_column(pa.field(TAGS_COLUMN, TAGS_TYPE), tags)
+        if table is not None:
+            return {TAGS_COLUMN: normalized_rows(table.column(RAW_TAGS_COLUMN), self._lookup)}
         rows: Any = [self._row(row) for row in batch[RAW_TAGS_COLUMN]]
         if rows and not any(rows):
             # `Dataset.map` fixes a column's type from the first batch it writes; from lists
