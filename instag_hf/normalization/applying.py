@@ -4,10 +4,11 @@
 batch_format="pyarrow")`` hand the normalizer an Arrow table. Reading its list-of-struct
 column as Python (a dict per tag, a list per row) cost more than everything else the
 normalizer does; here the column is flattened with pyarrow compute, only the batch's
-distinct raw spellings go through Python (the same lookup as one row at a time), and the
-per-row union is a numpy "first occurrence of (row, tag)".
+distinct raw spellings are looked up, in the fitted spellings by Arrow's hash kernel (a
+spelling it lacks by the same rule as one row at a time), and the per-row union is a
+numpy "first occurrence of (row, tag)".
 
-    >>> normalized_column(table.column("instag_raw_tags"), normalizer.canonical)
+    >>> normalized_column(table.column("instag_raw_tags"), SpellingTable(mapping, dropped, lookup))
     <pyarrow.lib.ListArray object ...>
 """
 
@@ -25,14 +26,49 @@ from instag_hf.normalization.occurrences import check_column_type
 TAGS_TYPE = pa.list_(pa.string())
 
 
-def normalized_column(column: pa.Array | pa.ChunkedArray, lookup: Callable[[str], str | None]) -> pa.Array:
+class SpellingTable:
+    """Every spelling a fit saw and its canonical tag, as Arrow, for vectorised look-ups.
+
+    Args:
+        mapping: Raw spelling -> canonical tag (kept spellings).
+        dropped: Spellings seen and dropped.
+        lookup: The normalizer's own look-up, for spellings the table does not hold
+            (unseen ones, or seen ones with surrounding whitespace).
+    """
+
+    def __init__(self, mapping: dict[str, str], dropped: frozenset[str], lookup: Callable[[str], str | None]) -> None:
+        self.names = sorted(set(mapping.values()))
+        self._index = {name: i for i, name in enumerate(self.names)}
+        self.spellings = pa.array([*mapping, *dropped], pa.string())
+        ids = [self._index[name] for name in mapping.values()] + [-1] * len(dropped)
+        self.ids = np.array(ids, dtype=np.int64)
+        self.lookup = lookup
+
+    def ids_of(self, spellings: pa.Array) -> np.ndarray:
+        """Canonical id (index into ``names``) of each distinct spelling, -1 when dropped."""
+        found = pc.index_in(spellings, value_set=self.spellings.cast(spellings.type))
+        out = np.full(len(spellings), -1, dtype=np.int64)
+        hit = found.is_valid().to_numpy(zero_copy_only=False)
+        out[hit] = self.ids[found.filter(hit).to_numpy(zero_copy_only=False)]
+        misses = np.flatnonzero(~hit)
+        # Not in the table: the one look-up rule, one call per distinct spelling.
+        for position, spelling in zip(misses.tolist(), spellings.take(pa.array(misses)).to_pylist()):
+            name = self.lookup(spelling)
+            if name is not None:
+                if name not in self._index:  # unknown="keep": a tag of its own
+                    self._index[name] = len(self.names)
+                    self.names.append(name)
+                out[position] = self._index[name]
+        return out
+
+
+def normalized_column(column: pa.Array | pa.ChunkedArray, table: SpellingTable) -> pa.Array:
     """Per row, the canonical tags of its raw tags: de-duplicated, in order of first appearance.
 
     Args:
         column: An ``instag_raw_tags`` column (list<struct<turn, tag, explanation>>, or
             all nulls).
-        lookup: Raw spelling -> canonical tag, ``None`` when it is dropped; called once per
-            distinct non-empty spelling of the column.
+        table: The fitted spellings; a spelling it lacks goes through its ``lookup``.
 
     Returns:
         A ``list<string>`` array with one entry per row (an empty list for a null row).
@@ -40,33 +76,15 @@ def normalized_column(column: pa.Array | pa.ChunkedArray, lookup: Callable[[str]
     Raises:
         NormalizationError: The column has another type than the tagger writes.
     """
-    offsets, names, ids = _canonical_ids(column, lookup)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(names, pa.string()).take(pa.array(ids)))
+    offsets, ids = _canonical_ids(column, table)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(table.names, pa.string()).take(pa.array(ids)))
 
 
-def normalized_rows(column: pa.Array | pa.ChunkedArray, lookup: Callable[[str], str | None]) -> list[np.ndarray]:
-    """As :func:`normalized_column`, as one NumPy string array per row.
-
-    ``Dataset.map`` accepts lists, NumPy arrays and pandas Series from a batched function,
-    not Arrow arrays; a list of NumPy arrays it turns into one Arrow list array at once, and
-    the rows are views of one array, so no Python string is made per tag.
-
-    Raises:
-        NormalizationError: The column has another type than the tagger writes.
-    """
-    offsets, names, ids = _canonical_ids(column, lookup)
-    # An empty row is an empty *string* array: datasets reads its dtype, never list<null>.
-    values = np.array(names, dtype=str)[ids] if names else np.array([], dtype=str)
-    return np.split(values, offsets[1:-1])
-
-
-def _canonical_ids(
-    column: pa.Array | pa.ChunkedArray, lookup: Callable[[str], str | None]
-) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """(int32 row offsets, canonical names, name id of every kept tag, row after row)."""
+def _canonical_ids(column: pa.Array | pa.ChunkedArray, table: SpellingTable) -> tuple[np.ndarray, np.ndarray]:
+    """(int32 row offsets, canonical id of every kept tag, row after row)."""
     rows = len(column)
     if pa.types.is_null(column.type):  # a column of nulls only: rows without tags
-        return np.zeros(rows + 1, np.int32), [], np.zeros(0, np.int64)
+        return np.zeros(rows + 1, np.int32), np.zeros(0, np.int64)
     check_column_type(column.type)
     lists = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     items = pc.list_flatten(lists)  # null rows hold no items
@@ -75,23 +93,14 @@ def _canonical_ids(
     # The row path skips null and empty spellings before looking anything up.
     present = pc.fill_null(pc.greater(pc.binary_length(tags), 0), False)
     encoded = pc.dictionary_encode(tags.filter(present))
-    canonical: dict[str, int] = {}
-    ids_of_spelling = np.fromiter(
-        (
-            -1 if (found := lookup(spelling)) is None else canonical.setdefault(found, len(canonical))
-            for spelling in encoded.dictionary.to_pylist()
-        ),
-        dtype=np.int64,
-        count=len(encoded.dictionary),
-    )
-    ids = ids_of_spelling[encoded.indices.to_numpy(zero_copy_only=False)]
+    ids = table.ids_of(encoded.dictionary)[encoded.indices.to_numpy(zero_copy_only=False)]
     owners = parents[present.to_numpy(zero_copy_only=False)]
     kept = ids >= 0
     ids, owners = ids[kept], owners[kept]
     # First occurrence of each (row, tag), in occurrence order: rows stay in order, and
     # within a row the tags keep the order they first appear in.
-    _, first = np.unique(owners * max(len(canonical), 1) + ids, return_index=True)
+    _, first = np.unique(owners * max(len(table.names), 1) + ids, return_index=True)
     first.sort()
     offsets = np.zeros(rows + 1, dtype=np.int32)
     np.cumsum(np.bincount(owners[first], minlength=rows), out=offsets[1:])
-    return offsets, list(canonical), ids[first]
+    return offsets, ids[first]

@@ -49,7 +49,7 @@ from instag_hf.errors import (
     NormalizationError,
     NotFittedError,
 )
-from instag_hf.normalization.applying import TAGS_TYPE, normalized_column, normalized_rows
+from instag_hf.normalization.applying import TAGS_TYPE, SpellingTable, normalized_column
 from instag_hf.normalization.artifact import content_hash, read_artifact, write_artifact
 from instag_hf.normalization.config import NormalizerConfig
 from instag_hf.normalization.fitting import fit_vocabulary
@@ -94,6 +94,7 @@ class TagNormalizer:
         self._mapping: dict[str, str] | None = None
         self._dropped: frozenset[str] = frozenset()
         self._keys: dict[str, str] = {}
+        self._spellings: SpellingTable | None = None
 
     # ----------------------------------------------------------------- fitting
 
@@ -119,6 +120,7 @@ class TagNormalizer:
         self._mapping = fitted.mapping
         self._dropped = frozenset(fitted.dropped)
         self._keys = fitted.keys
+        self._spellings = None
         self.embedding_model_id = fitted.embedding_model_id
         self.report = fitted.report
         self.timings = {"read": read_seconds, **fitted.timings}
@@ -135,9 +137,12 @@ class TagNormalizer:
                 only ``instag_raw_tags`` is read.
 
         Returns:
-            ``{"instag_tags": ...}``: per row, the union of its turns' canonical tags,
-            de-duplicated, in order of first appearance. For a pyarrow Table, the table
-            with ``instag_tags`` added (or replaced), since Ray keeps only what a map returns.
+            Per row, the union of its turns' canonical tags, de-duplicated, in order of
+            first appearance: for an Arrow-backed batch (``Dataset.map``, Ray's pyarrow
+            batches) the whole batch as a pyarrow Table with ``instag_tags`` added or
+            replaced, as the Tagger does (so ``map(remove_columns=...)`` has no effect:
+            call ``.remove_columns()`` on the result); for a plain dict of lists,
+            ``{"instag_tags": [...]}``.
 
         Raises:
             NotFittedError: Neither ``fit`` nor ``load`` was called.
@@ -154,15 +159,14 @@ class TagNormalizer:
                 "`ds = ds.map(instag_hf.tag, batched=True)`.",
                 column=RAW_TAGS_COLUMN,
             )
-        # Arrow-backed batches never become Python dicts: reading the struct column as
-        # Python cost more than everything else the normalizer does.
-        if isinstance(batch, pa.Table):
-            tags = normalized_column(batch.column(RAW_TAGS_COLUMN), self._lookup)
-            if TAGS_COLUMN in batch.column_names:  # normalizing again replaces the tags
-                batch = batch.drop_columns([TAGS_COLUMN])
-            return batch.append_column(pa.field(TAGS_COLUMN, TAGS_TYPE), tags)
         if table is not None:
-            return {TAGS_COLUMN: normalized_rows(table.column(RAW_TAGS_COLUMN), self._lookup)}
+            # Arrow all the way, and the whole batch back as a table: reading the struct
+            # column as Python dicts, and datasets converting a returned column row by row,
+            # cost 20x what the look-ups do (benchmarks/bench_scale.py).
+            tags = normalized_column(table.column(RAW_TAGS_COLUMN), self._spelling_table())
+            if TAGS_COLUMN in table.column_names:  # normalizing again replaces the tags
+                table = table.drop_columns([TAGS_COLUMN])
+            return table.append_column(pa.field(TAGS_COLUMN, TAGS_TYPE), tags)
         rows: Any = [self._row(row) for row in batch[RAW_TAGS_COLUMN]]
         if rows and not any(rows):
             # `Dataset.map` fixes a column's type from the first batch it writes; from lists
@@ -172,6 +176,12 @@ class TagNormalizer:
             for i in range(len(rows)):
                 rows[i] = np.array([], dtype=str)
         return {TAGS_COLUMN: rows}
+
+    def _spelling_table(self) -> SpellingTable:
+        # Built once per process from the fitted state; never pickled or hashed.
+        if self._spellings is None:
+            self._spellings = SpellingTable(self._mapping or {}, self._dropped, self._lookup)
+        return self._spellings
 
     def normalize_row(self, raw_tags: list[Mapping[str, Any]] | None) -> list[str]:
         """Canonical tags of one row's ``instag_raw_tags`` value.

@@ -112,27 +112,22 @@ def test_a_ray_worker_killed_mid_map_loses_nothing_on_the_rerun(ray_cluster, tgi
     ds = prompts(400, "killed ")
     tagger = Tagger(tgi.url, cache=request_cache_dir, concurrency=4, progress=False)
     with strike(_BusyRayWorker(), when=lambda: tgi.stats()["requests"] >= 60, how="kill") as struck:
-        try:
-            first = ray_map(ds, tagger, batch_size=25)
-        except ray.exceptions.RayError:  # Ray gave up on the task: the rerun must finish it
-            first = None
+        # Ray Data retries a task whose worker died (max_retries=-1): the retry is the rerun.
+        rows = ray_map(ds, tagger, batch_size=25)
     assert struck, "the worker was not killed"
-    if first is not None:  # Ray retried the killed task itself
-        assert_every_row_once(first, ds)
-    answered = len(RequestCache(request_cache_dir))
-    assert answered >= 60  # answers are committed as they arrive, not when a task ends
-
-    rows = ray_map(ds, tagger, batch_size=25)
     assert_every_row_once(rows, ds)
     assert all(row["instag_raw_tags"] and row["instag_error"] is None for row in rows)
     asked = collections.Counter(tgi.stats()["queries"])
     assert len(asked) == 400
-    # Only the requests in flight in the killed worker were asked twice.
-    assert sum(count - 1 for count in asked.values()) <= 2 * 4
+    # Answers are committed as they arrive: only the requests in flight in the killed
+    # worker (at most its batch's concurrency) were asked twice.
+    assert sum(count - 1 for count in asked.values()) <= 4
+    assert len(RequestCache(request_cache_dir)) == 400
 
     tgi.reset()
-    ray_map(ds, tagger, batch_size=25)
+    again = ray_map(ds, tagger, batch_size=25)
     assert tgi.stats()["requests"] == 0
+    assert [row["instag_raw_tags"] for row in again] == [row["instag_raw_tags"] for row in rows]
 
 
 def test_normalizer_apply_as_a_ray_map_equals_dataset_map(ray_cluster, tgi, request_cache_dir):
