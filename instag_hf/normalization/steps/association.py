@@ -28,6 +28,9 @@ from scipy import sparse
 
 logger = logging.getLogger(__name__)
 
+#: Pair counts computed at once, at most (antecedents per block x tags): ~16M, ~200 MB.
+_PAIR_BUDGET = 1 << 24
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -96,15 +99,22 @@ def mine_rules(
         (np.ones(int(keep.sum()), dtype=np.int32), (rows.ravel(), items[keep])),
         shape=(int(rows.max()) + 1, n_items),
     )
-    pairs = (table.T @ table).tocoo()
-    a, b, both = pairs.row.astype(np.int64), pairs.col.astype(np.int64), pairs.data.astype(np.int64)
-    # A float pre-filter with slack, then the exact decision on integer counts for the few left.
-    near = (a != b) & (both >= min_support) & (both >= (float(min_confidence) - 1e-9) * counts[a])
+    # The pair counts of a few antecedents at a time, filtered at once: the whole product
+    # holds every pair that co-occurs, which at 10M queries (~50K tags) took gigabytes
+    # for the few hundred rules kept.
+    by_item = table.T.tocsr()
+    block = max(1, _PAIR_BUDGET // max(n_items, 1))
+    rules = []
+    for start in range(0, n_items, block):
+        pairs = (by_item[start : start + block] @ table).tocoo()
+        a, b, both = pairs.row.astype(np.int64) + start, pairs.col.astype(np.int64), pairs.data.astype(np.int64)
+        # A float pre-filter with slack, then the exact decision on integer counts for the few left.
+        near = (a != b) & (both >= min_support) & (both >= (float(min_confidence) - 1e-9) * counts[a])
+        rules += [
+            Rule(antecedent=int(x), consequent=int(y), support=int(n), antecedent_support=int(counts[x]))
+            for x, y, n in zip(a[near], b[near], both[near])
+        ]
     threshold = exact_fraction(min_confidence)
-    rules = [
-        Rule(antecedent=int(x), consequent=int(y), support=int(n), antecedent_support=int(counts[x]))
-        for x, y, n in zip(a[near], b[near], both[near])
-    ]
     rules = sorted((r for r in rules if r.confidence >= threshold), key=lambda r: (r.antecedent, r.consequent))
     logger.info("Association: %d rules over %d frequent tags", len(rules), int((counts >= min_support).sum()))
     return rules
