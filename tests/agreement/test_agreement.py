@@ -209,8 +209,10 @@ def test_near_synonyms_match_and_unrelated_tags_do_not(matcher):
     assert matcher.resolved_model_id() == "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def test_the_threshold_edge_with_real_embeddings(matcher):
-    sim = matcher.similarity("code generation", "generating code")
+def test_the_threshold_edge_with_real_embeddings():
+    # A fresh matcher, as score() makes: the module's shared one holds embeddings computed in
+    # other batches, whose padding moves the last bit of the similarity (the edge is exact).
+    sim = TagMatcher("semantic").similarity("code generation", "generating code")
     assert 0.8 < sim < 1.0
     at = score([["code generation"]], [["generating code"]], mode="semantic", threshold=sim)["semantic"]
     below = score([["code generation"]], [["generating code"]], mode="semantic",
