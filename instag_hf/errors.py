@@ -57,6 +57,13 @@ class AuthenticationError(EndpointError, PermissionError):
     """
 
 
+class MissingExtraError(InstagError, ImportError):
+    """A step needs a package of an optional extra that is not installed.
+
+    The message is one line naming the extra: ``pip install 'instag_hf[normalize]'``.
+    """
+
+
 class NormalizationError(InstagError, ValueError):
     """A TagNormalizer cannot be fitted, applied, saved or loaded."""
 
@@ -104,6 +111,7 @@ __all__ = [
     "HubError",
     "InstagError",
     "MissingColumnError",
+    "MissingExtraError",
     "NoEndpointError",
     "NormalizationError",
     "NotFittedError",

@@ -109,7 +109,9 @@ class TagNormalizer:
             MissingColumnError: ``ds`` has no ``instag_raw_tags`` column (tag it first).
             NormalizationError: ``ds`` is empty, holds no tag, or a step leaves no tag.
             ConfigurationError: The embedding model cannot be found or loaded.
+            MissingExtraError: A step switched on needs ``instag_hf[normalize]``.
         """
+        self.config.require_extras()  # before reading anything
         clock = time.perf_counter()
         occurrences = read_occurrences(ds, self.config.batch_size)
         read_seconds = time.perf_counter() - clock
