@@ -44,6 +44,7 @@ from instag_hf.publishing.hub import hub_bars_follow_datasets
 from instag_hf.refresh import tag_store
 from instag_hf.refresh.config import RefreshConfig, TargetConfig, load_config
 from instag_hf.tagging.auth import check_env_name
+from instag_hf.tagging.settings import parse_endpoints
 from instag_hf.tagging.tagger import Tagger
 
 logger = logging.getLogger(__name__)
@@ -152,7 +153,12 @@ def refresh(
     if not isinstance(config, RefreshConfig):
         config = load_config(config)
     check_env_name(api_key_env)
-    targets = [t if t.api_key_env or not api_key_env else replace(t, api_key_env=api_key_env) for t in config.targets]
+    targets = [
+        t
+        if t.tagger.get("api_key_env") or not api_key_env
+        else replace(t, tagger={**t.tagger, "api_key_env": api_key_env})
+        for t in config.targets
+    ]
     if only:
         unknown = sorted(set(only) - {t.repo for t in targets})
         if unknown:
@@ -162,7 +168,7 @@ def refresh(
     # target, rather than once per target.
     env.request_timeout()
     if any(t.endpoint is None for t in targets):
-        env.endpoints_from_env()
+        parse_endpoints(env.endpoints_variable(), env.ENV_ENDPOINT)
     outcomes = []
     for target in targets:
         try:

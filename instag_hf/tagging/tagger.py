@@ -23,7 +23,6 @@ import logging
 import os
 import secrets
 import threading
-import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -35,8 +34,6 @@ from instag_hf.tagging.batch import assemble, columns_of, fit_query, query_colum
 from instag_hf.tagging.cache import RequestCache
 from instag_hf.tagging.client import Answer, TaggingClient
 from instag_hf.tagging.progress import TaggingProgress, TaggingStats
-from instag_hf.tagging.prompts import MAX_NEW_TOKENS, PromptTemplate, get_template
-from instag_hf.tagging.retry import RetryPolicy
 from instag_hf.tagging.rows import (
     RowFormat,
     RowQueries,
@@ -44,8 +41,8 @@ from instag_hf.tagging.rows import (
     extract_queries,
 )
 from instag_hf.tagging.runtime import Runtime
-from instag_hf.tagging.servers import ConnectorFactory, ServerInfo, detect_servers, identities, usable_servers
-from instag_hf.tagging.settings import TaggerSettings, parse_endpoints
+from instag_hf.tagging.servers import ServerInfo, detect_servers, identities, usable_servers
+from instag_hf.tagging.settings import SETTINGS, TaggerSettings, parse_endpoints, settings_doc, settings_from
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -59,128 +56,41 @@ _NO_ENDPOINT = (
 )
 
 
-def _setting(name: str) -> Any:
-    return property(lambda self: getattr(self.settings, name), doc=f"The ``{name}`` setting (read-only).")
-
-
 class Tagger:
     """A batched map function that tags user queries through TGI, vLLM, SGLang, llama.cpp,
-    an OpenAI-compatible API or Hugging Face Inference Providers.
+        an OpenAI-compatible API or Hugging Face Inference Providers.
 
-    Args:
-        endpoint: Base URL of the server (a trailing ``/v1`` is fine), or several (a list or
-            a comma-separated string) to spread the load over. None reads
-            ``INSTAG_ENDPOINT`` when tagging starts.
-        model: The model to ask, for a server that lists several (``GET /v1/models``); a
-            server with one model needs none. Part of the cache identity.
-        server: Force the server kind (``"tgi"``, ``"vllm"``, ``"sglang"``, ``"openai"``,
-            ``"llamacpp"``) and so its structured-output form; detected by default.
-        provider: Tag through Hugging Face Inference Providers: ``"auto"`` lets the router
-            choose, or a provider name (``"together"``, ...). Needs ``model``; the endpoint
-            is the router (``INSTAG_ROUTER_URL`` overrides its URL) and the key your Hub token.
-        api_key: Key sent as ``Authorization: Bearer`` to every endpoint. It stays in this
-            process: ``num_proc`` workers need ``api_key_env`` or ``INSTAG_API_KEY``.
-        api_key_env: Name of the environment variable holding the key (read when tagging
-            starts, in every worker). Default: ``INSTAG_API_KEY`` if set. Without any key,
-            your Hugging Face token goes to Hugging Face's inference hosts only.
-        template: ``"paper"`` (default, the paper's prompt byte-exact), ``"instagger"``
-            (InsTagger's Vicuna prompt), a custom text with ``{query}``, or a
-            :class:`~instag_hf.tagging.prompts.PromptTemplate`.
-        format: Force the row format (``"sharegpt"``, ``"messages"``, ``"alpaca"``,
-            ``"prompt"``); detected from the columns by default.
-        column: Force the column that holds the queries.
-        max_new_tokens: Generation budget per answer.
-        concurrency: Cap on requests in flight per endpoint (the server's own
-            ``max_concurrent_requests`` is never exceeded either way).
-        timeout: Seconds before one request is abandoned and retried, > 0 (default
-            ``INSTAG_REQUEST_TIMEOUT``, read when tagging starts, or 120).
-        retry: The :class:`~instag_hf.tagging.retry.RetryPolicy` for failed requests.
-        parse_retries: How many times an answer with no recoverable tag is asked again
-            (sampling, seeded) before it becomes the row's ``instag_error``.
-        long_queries: ``"truncate"`` (default) cuts a query that cannot fit the server's
-            input limit (TGI's ``/info``) and says so in ``instag_error``; ``"error"`` sends
-            nothing for it and sets ``instag_error``.
-        fail_fast_seconds: Stop the whole map with :class:`~instag_hf.errors.EndpointError`
-            once no endpoint has answered for this many seconds while requests fail
-            (refused, dropped or timed-out connections, 429 and 5xx), however few attempts
-            that was, instead of marking every remaining row failed. A server restart
-            shorter than this is ridden out by retries. A hung server (connections accepted,
-            no answer) is noticed when its requests time out: the map stops after at most
-            ``timeout`` + ``fail_fast_seconds`` (150 s with the defaults). A server started
-            by :mod:`instag_hf.local_llm` that exits stops the map at once.
-        fail_fast_after: Deprecated, no effect: attempts are no longer counted (an endpoint
-            with few slots, or set aside, makes too few of them to decide anything).
-        cache: True (default, unless ``INSTAG_CACHE=0``) keeps every answer in the on-disk
-            request cache, a folder path puts the cache there, False turns it off.
-        progress: Show a progress bar; None follows ``datasets``' progress-bar switch.
-        headers: Extra HTTP headers for every request. They may be secrets: never hashed,
-            pickled or logged, so ``num_proc`` workers do not get them either.
-        connector: A zero-argument callable returning the ``aiohttp`` connector of each
-            session (one per event loop, detection included): a custom DNS resolver
-            (``aiohttp.TCPConnector(resolver=...)``), a private CA (``ssl=...``), a proxy.
-            Default ``aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)``; keep ``limit=0``,
-            the endpoint pool bounds concurrency. Must pickle for ``num_proc``
-            (a module-level function or a ``functools.partial`` of one).
+        Every keyword but ``api_key`` and ``headers`` is a setting of
+        :class:`~instag_hf.tagging.settings.TaggerSettings`, read from its fields (so this list,
+        ``instag tag --help`` and the refresh config's keys cannot drift apart), and readable back
+        as an attribute (``tagger.model``).
 
-    Example:
-        >>> tagger = Tagger("http://127.0.0.1:8080")  # doctest: +SKIP
-        >>> ds = ds.map(tagger.atag, batched=True)     # doctest: +SKIP
+        Args:
+            api_key: Key sent as ``Authorization: Bearer`` to every endpoint. It stays in this
+                process: ``num_proc`` workers need ``api_key_env`` or ``INSTAG_API_KEY``.
+            headers: Extra HTTP headers for every request. They may be secrets: never hashed,
+                pickled or logged, so ``num_proc`` workers do not get them either.
+    {settings}
+
+        Raises:
+            TypeError: A keyword is not a setting.
+            ConfigurationError: A value is invalid, or contradicts another.
+
+        Example:
+            >>> tagger = Tagger("http://127.0.0.1:8080")  # doctest: +SKIP
+            >>> ds = ds.map(tagger.atag, batched=True)     # doctest: +SKIP
     """
 
     def __init__(
         self,
         endpoint: str | Sequence[str] | None = None,
         *,
-        model: str | None = None,
-        server: str | None = None,
-        provider: str | None = None,
         api_key: str | None = None,
-        api_key_env: str | None = None,
-        template: str | PromptTemplate = "paper",
-        format: str | None = None,
-        column: str | None = None,
-        max_new_tokens: int = MAX_NEW_TOKENS,
-        concurrency: int | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | None = None,
-        parse_retries: int = 1,
-        long_queries: str = "truncate",
-        fail_fast_after: int | None = None,
-        fail_fast_seconds: float = 30.0,
-        cache: bool | str | os.PathLike[str] = True,
-        progress: bool | None = None,
         headers: Mapping[str, str] | None = None,
-        connector: ConnectorFactory | None = None,
+        **settings: Any,
     ) -> None:
         # Nothing here reads the environment: the ready-made ``tag`` is built at import.
-        if fail_fast_after is not None:
-            warnings.warn(
-                "Tagger(fail_fast_after=...) has no effect any more: the map stops once no endpoint has "
-                "answered for fail_fast_seconds, however many attempts that was",
-                FutureWarning,
-                stacklevel=2,
-            )
-        settings = TaggerSettings(
-            endpoints=parse_endpoints(endpoint),
-            model=model,
-            server=server,
-            provider=provider,
-            template=get_template(template),
-            format=format,
-            column=column,
-            max_new_tokens=max_new_tokens,
-            parse_retries=parse_retries,
-            long_queries=long_queries,
-            concurrency=concurrency,
-            timeout=timeout,
-            retry=retry or RetryPolicy(),
-            fail_fast_seconds=fail_fast_seconds,
-            cache=cache if isinstance(cache, bool) else os.fspath(cache),
-            progress=progress,
-            api_key_env=api_key_env,
-            connector=connector,
-        )
-        self._configure(settings, api_key=api_key, headers=headers)
+        self._configure(settings_from({"endpoint": endpoint, **settings}), api_key=api_key, headers=headers)
 
     def _configure(self, settings: TaggerSettings, *, api_key: str | None, headers: Mapping[str, str] | None) -> None:
         if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
@@ -207,22 +117,19 @@ class Tagger:
         tagger._configure(settings, api_key=api_key, headers=headers)
         return tagger
 
-    # Read-only views of the settings, under the names Tagger takes them by.
-    model = _setting("model")
-    server = _setting("server")
-    provider = _setting("provider")
-    template = _setting("template")
-    format = _setting("format")
-    column = _setting("column")
-    max_new_tokens = _setting("max_new_tokens")
-    parse_retries = _setting("parse_retries")
-    long_queries = _setting("long_queries")
-    concurrency = _setting("concurrency")
-    retry = _setting("retry")
-    fail_fast_seconds = _setting("fail_fast_seconds")
-    progress = _setting("progress")
-    api_key_env = _setting("api_key_env")
-    connector = _setting("connector")
+    def __getattr__(self, name: str) -> Any:
+        # Read-only views of the settings, under the names Tagger takes them by (tagger.model).
+        setting = SETTINGS.get(name) if not name.startswith("_") and name != "settings" else None
+        if setting is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(self.settings, setting.name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in SETTINGS:
+            raise AttributeError(
+                f"Tagger.{name} is read-only: Tagger.from_settings(dataclasses.replace(tagger.settings, ...))"
+            )
+        super().__setattr__(name, value)
 
     # -- configuration -----------------------------------------------------------------
 
@@ -236,7 +143,7 @@ class Tagger:
         """
         if self.settings.provider is not None:
             return (base_url(env.router_url()),)
-        return self.settings.endpoints or parse_endpoints(env.endpoints_from_env() or None)
+        return self.settings.endpoints or parse_endpoints(env.endpoints_variable(), env.ENV_ENDPOINT)
 
     @property
     def request_model(self) -> str | None:
@@ -501,6 +408,9 @@ class Tagger:
             self._runtime.progress = TaggingProgress.create(self.settings.progress, self._stats)
         return self._runtime.progress
 
+
+if Tagger.__doc__:  # None under python -OO
+    Tagger.__doc__ = Tagger.__doc__.replace("{settings}", settings_doc())
 
 #: The ready-made map function: ``ds.map(instag_hf.tag, batched=True)``, endpoint from
 #: ``INSTAG_ENDPOINT``. A coroutine function, so batches overlap (see the module docstring).
