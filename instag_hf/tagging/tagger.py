@@ -58,27 +58,27 @@ _NO_ENDPOINT = (
 
 class Tagger:
     """A batched map function that tags user queries through TGI, vLLM, SGLang, llama.cpp,
-        an OpenAI-compatible API or Hugging Face Inference Providers.
+    an OpenAI-compatible API or Hugging Face Inference Providers.
 
-        Every keyword but ``api_key`` and ``headers`` is a setting of
-        :class:`~instag_hf.tagging.settings.TaggerSettings`, read from its fields (so this list,
-        ``instag tag --help`` and the refresh config's keys cannot drift apart), and readable back
-        as an attribute (``tagger.model``).
+    Every keyword but ``api_key`` and ``headers`` is a setting of
+    :class:`~instag_hf.tagging.settings.TaggerSettings`, read from its fields (so this list,
+    ``instag tag --help`` and the refresh config's keys cannot drift apart), and readable back
+    as an attribute (``tagger.model``).
 
-        Args:
-            api_key: Key sent as ``Authorization: Bearer`` to every endpoint. It stays in this
-                process: ``num_proc`` workers need ``api_key_env`` or ``INSTAG_API_KEY``.
-            headers: Extra HTTP headers for every request. They may be secrets: never hashed,
-                pickled or logged, so ``num_proc`` workers do not get them either.
-    {settings}
+    Args:
+        api_key: Key sent as ``Authorization: Bearer`` to every endpoint. It stays in this
+            process: ``num_proc`` workers need ``api_key_env`` or ``INSTAG_API_KEY``.
+        headers: Extra HTTP headers for every request. They may be secrets: never hashed,
+            pickled or logged, so ``num_proc`` workers do not get them either.
+        {settings}
 
-        Raises:
-            TypeError: A keyword is not a setting.
-            ConfigurationError: A value is invalid, or contradicts another.
+    Raises:
+        TypeError: A keyword is not a setting.
+        ConfigurationError: A value is invalid, or contradicts another.
 
-        Example:
-            >>> tagger = Tagger("http://127.0.0.1:8080")  # doctest: +SKIP
-            >>> ds = ds.map(tagger.atag, batched=True)     # doctest: +SKIP
+    Example:
+        >>> tagger = Tagger("http://127.0.0.1:8080")  # doctest: +SKIP
+        >>> ds = ds.map(tagger.atag, batched=True)     # doctest: +SKIP
     """
 
     def __init__(
@@ -410,7 +410,7 @@ class Tagger:
 
 
 if Tagger.__doc__:  # None under python -OO
-    Tagger.__doc__ = Tagger.__doc__.replace("{settings}", settings_doc())
+    Tagger.__doc__ = Tagger.__doc__.replace("        {settings}", settings_doc())
 
 #: The ready-made map function: ``ds.map(instag_hf.tag, batched=True)``, endpoint from
 #: ``INSTAG_ENDPOINT``. A coroutine function, so batches overlap (see the module docstring).
