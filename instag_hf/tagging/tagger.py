@@ -19,10 +19,12 @@ result instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import threading
+import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -41,7 +43,7 @@ from instag_hf.tagging.rows import (
     extract_queries,
 )
 from instag_hf.tagging.runtime import Runtime
-from instag_hf.tagging.servers import ServerInfo, detect_servers, identities, usable_servers
+from instag_hf.tagging.servers import ServerInfo, detect_servers, usable_servers
 from instag_hf.tagging.settings import SETTINGS, TaggerSettings, parse_endpoints, settings_doc, settings_from
 
 if TYPE_CHECKING:
@@ -102,6 +104,8 @@ class Tagger:
         self.settings = settings
         self._api_key = api_key.strip() if api_key else None  # secrets: never in the settings
         self._headers = dict(headers) if headers else None
+        # What answers at each endpoint list, for the fingerprint: asked once, kept across forks.
+        self._served: dict[tuple[str, ...], dict[str, Any]] = {}
         self._reset_runtime()
 
     @classmethod
@@ -191,33 +195,55 @@ class Tagger:
         return {**self._served_by(), **self.settings.output_fields()}
 
     def _served_by(self) -> dict[str, Any]:
-        """The endpoints and what answers there now: server kind, model and model revision.
+        """The endpoints and what answers there: server kind, model and model revision.
 
         Part of the fingerprint, so a map is never reused once another model answers at the
-        same URL (the request cache already keys on the model). Asked afresh each time the
-        Tagger is hashed, with the Tagger's headers, which never enter the result.
+        same URL (the request cache already keys on the model). Asked once per Tagger and
+        endpoint list (or taken from what tagging already asked), then reused: pickling it
+        again, for a later hash or a ``num_proc`` worker, sends nothing, nor does pickling
+        a copy. A new Tagger asks afresh, so it sees a model swapped behind the URL.
         """
         try:
             endpoints = self.endpoints
-            if not endpoints:
-                return {"endpoints": []}
-            infos = self._detect(endpoints, warn=False)
-        except InstagError as error:
-            # Nothing to name: a fingerprint no map has had, so nothing is reused; the map's
-            # first batch raises the error itself, with the same message.
-            logger.debug("Could not tell what answers at the endpoints (%s): the map will not reuse a result", error)
-            return {"endpoints": list(self.settings.endpoints), "unresolved": secrets.token_hex(8)}
+        except InstagError as error:  # INSTAG_ENDPOINT is not a URL: the map raises it too
+            return self._unresolved(self.settings.endpoints, error)
+        if not endpoints:
+            return {"endpoints": []}
         with self._lock:
-            known = self._infos.get(endpoints)
-            if known is None or identities(known) != identities(infos):  # a model, not an endpoint count
-                # Another model now: tagging must use it. The same model keeps the limits
-                # first detected; the pool adapts to the live ones.
-                self._infos[endpoints] = infos
-                missing = sorted(set(endpoints) - {info.url for info in infos})
-                if missing:
-                    logger.warning("Tagging endpoint(s) %s do not answer; left out of this run.", ", ".join(missing))
+            known = self._served.get(endpoints)
+        if known is None:
+            known = self._ask_identity(endpoints)
+            with self._lock:
+                known = self._served.setdefault(endpoints, known)
+        return known
+
+    def _ask_identity(self, endpoints: tuple[str, ...]) -> dict[str, Any]:
+        with self._lock:
+            infos = self._infos.get(endpoints)
+        if infos is None:
+            try:
+                infos = self._detect(endpoints, warn=False)
+            except InstagError as error:
+                return self._unresolved(endpoints, error)
+            with self._lock:
+                infos = self._infos.setdefault(endpoints, infos)  # tagging reuses what hashing asked
+            missing = sorted(set(endpoints) - {info.url for info in infos})
+            if missing:
+                logger.warning("Tagging endpoint(s) %s do not answer; left out of this run.", ", ".join(missing))
         named = list(endpoints) if self.settings.provider is None else []  # the router: named by provider
         return {"endpoints": named, "servers": sorted({info.identity for info in infos})}
+
+    def _unresolved(self, endpoints: Sequence[str], error: InstagError) -> dict[str, Any]:
+        # A fingerprint no map has had, so nothing is reused; the map's first batch raises
+        # the error itself. Said out loud: datasets' own warning would only say "random hash".
+        where = ", ".join(endpoints) or f"the endpoint in {env.ENV_ENDPOINT}"
+        warnings.warn(
+            f"Could not ask {where} which model it serves ({error}): this Tagger's map fingerprint is "
+            "random, so datasets will not reuse a cached result of the map",
+            UserWarning,
+            stacklevel=3,
+        )
+        return {"endpoints": list(self.settings.endpoints), "unresolved": secrets.token_hex(8)}
 
     def __getstate__(self) -> dict[str, Any]:
         # The endpoints as resolved now (INSTAG_ENDPOINT included), so workers tag where the
@@ -227,6 +253,11 @@ class Tagger:
     def __setstate__(self, state: dict[str, Any]) -> None:
         settings = TaggerSettings.from_state(state, state["endpoints"])
         self._configure(settings, api_key=None, headers=None)
+        # A copy hashes as its original did, without asking the server again.
+        served = {key: state[key] for key in ("endpoints", "servers", "unresolved") if key in state}
+        with contextlib.suppress(InstagError):
+            if "servers" in served or "unresolved" in served:
+                self._served[self.endpoints] = served
 
     def __repr__(self) -> str:
         # Never the key: a repr ends up in logs, tracebacks and datasets' fingerprint warnings.
@@ -278,7 +309,7 @@ class Tagger:
             return self._auths[endpoints]
 
     def _server_infos(self, endpoints: tuple[str, ...]) -> list[ServerInfo]:
-        # Detected once per process, and again whenever the Tagger is hashed (_served_by);
+        # Detected once per process (or taken from what hashing asked, _served_by);
         # keyed by endpoints since INSTAG_ENDPOINT may change.
         auth = self._auth(endpoints)  # outside the lock: _auth takes it
         with self._lock:
