@@ -37,8 +37,15 @@ from typing import Any
 import pyarrow as pa
 
 from instag_hf import env
-from instag_hf.dataset_io import TransportError, is_local, load_source, source_revision, unreachable_hub
+from instag_hf.dataset_io import is_local, load_source, source_revision
 from instag_hf.errors import ConfigurationError, HubError, InstagError
+from instag_hf.hub_errors import (
+    HUB_ERRORS,
+    EntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+    hub_error,
+)
 from instag_hf.pipeline import publish, run_chain
 from instag_hf.publishing.hub import hub_bars_follow_datasets
 from instag_hf.refresh import tag_store
@@ -273,11 +280,6 @@ def _target_states(repo: str, *, pull_requests: bool) -> list[tuple[str, dict[st
     """``(ref, state)`` of ``main`` and, when asked, of the newest pull request; each state
     gets the ``commit`` it was read at."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import (
-        HfHubHTTPError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
 
     api = HfApi()
     refs = ["main"]
@@ -300,15 +302,11 @@ def _target_states(repo: str, *, pull_requests: bool) -> list[tuple[str, dict[st
         return states
     except (RepositoryNotFoundError, RevisionNotFoundError):
         return []  # a new target: built from scratch
-    except TransportError as error:
-        raise unreachable_hub(error, f"read the refresh state of {repo!r}") from error
-    except (HfHubHTTPError, OSError, ValueError) as error:
-        raise HubError(f"Cannot read the refresh state of {repo!r}: {str(error).splitlines()[0]}") from error
+    except (*HUB_ERRORS, OSError, ValueError) as error:  # ValueError: a state file that is not JSON
+        raise hub_error(error, f"read the refresh state of {repo!r}", repo_id=repo) from error
 
 
 def _read_store(repo: str, commit: str) -> pa.Table:
-    from huggingface_hub.errors import EntryNotFoundError
-
     try:
         data = _download(repo, TAGS_FILE, commit)
     except HubError as error:
@@ -321,7 +319,6 @@ def _read_store(repo: str, commit: str) -> pa.Table:
 
 def _download(repo: str, filename: str, commit: str) -> bytes:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError
 
     try:
         with (
@@ -329,10 +326,8 @@ def _download(repo: str, filename: str, commit: str) -> bytes:
             open(hf_hub_download(repo, filename, repo_type="dataset", revision=commit), "rb") as handle,
         ):
             return handle.read()
-    except TransportError as error:
-        raise unreachable_hub(error, f"download {filename} of {repo!r}") from error
-    except (HfHubHTTPError, OSError) as error:
-        raise HubError(f"Cannot download {filename} of {repo!r}: {str(error).splitlines()[0]}") from error
+    except (*HUB_ERRORS, OSError) as error:
+        raise hub_error(error, f"download {filename} of {repo!r}", repo_id=repo) from error
 
 
 def _short(revision: str | None) -> str:

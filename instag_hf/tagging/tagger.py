@@ -254,7 +254,7 @@ class Tagger:
         settings = TaggerSettings.from_state(state, state["endpoints"])
         self._configure(settings, api_key=None, headers=None)
         # A copy hashes as its original did, without asking the server again.
-        served = {key: state[key] for key in ("endpoints", "servers", "unresolved") if key in state}
+        served: dict[str, Any] = {key: state[key] for key in ("endpoints", "servers", "unresolved") if key in state}
         with contextlib.suppress(InstagError):
             if "servers" in served or "unresolved" in served:
                 self._served[self.endpoints] = served
