@@ -25,7 +25,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from datasets.exceptions import DatasetGenerationError
 
-from instag_hf.errors import ConfigurationError, HubError
+from instag_hf.errors import ConfigurationError, HubError, OutputError
 from instag_hf.hub_errors import HUB_ERRORS, first_line, hub_error, not_found
 
 #: Data-file extension -> the ``datasets`` builder that reads it.
@@ -123,7 +123,8 @@ def write_dataset(ds: Dataset, destination: str | os.PathLike[str]) -> Path:
     any other path becomes a ``save_to_disk`` folder, which keeps the exact features.
 
     Raises:
-        ConfigurationError: The destination cannot be written.
+        ConfigurationError: The extension is one that cannot hold the tag lists (.csv).
+        OutputError: The destination cannot be written.
     """
     path = Path(destination).expanduser()
     try:
@@ -140,8 +141,8 @@ def write_dataset(ds: Dataset, destination: str | os.PathLike[str]) -> Path:
         else:
             # With no rows, datasets writes no shard at all and cannot read the folder back.
             ds.save_to_disk(str(path), num_shards=1 if len(ds) == 0 else None)
-    except (OSError, PermissionError) as error:
-        raise ConfigurationError(f"Cannot write {str(path)!r}: {_first_line(error)}") from error
+    except OSError as error:
+        raise OutputError(f"Cannot write {str(path)!r}: {_first_line(error)}", path=str(path)) from error
     return path
 
 

@@ -100,6 +100,18 @@ class RefreshError(InstagError, RuntimeError):
     """A scheduled refresh could not complete; the message names the target."""
 
 
+def scrub_secrets(text: str, secrets: list[str] | set[str] | tuple[str, ...]) -> str:
+    """``text`` with every secret replaced by ``***``: the one scrubber of error messages.
+
+    Longest first, so a key that contains another is hidden whole; secrets shorter than 4
+    characters are left alone (hiding every ``a`` would garble the message, not protect it).
+    """
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
 __all__ = [
     "AgreementError",
     "AuthenticationError",

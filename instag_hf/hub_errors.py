@@ -25,7 +25,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from instag_hf.errors import ConfigurationError, HubError, InstagError
+from instag_hf.errors import ConfigurationError, HubError, InstagError, scrub_secrets
 
 #: What a Hub call may raise that :func:`hub_error` explains: the HTTP client's connection
 #: errors, huggingface_hub's typed HTTP errors, a bad repo id. (A call that also reads a
@@ -39,7 +39,6 @@ __all__ = [
     "RevisionNotFoundError",
     "TransportError",
     "hub_error",
-    "scrub_secrets",
 ]
 
 
@@ -124,11 +123,3 @@ def first_line(error: BaseException) -> str:
     """The first line of ``error``'s text, or its type's name when it has none."""
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0]
-
-
-def scrub_secrets(text: str, secrets: list[str]) -> str:
-    """``text`` with every non-empty secret replaced by ``***`` (the one scrubber)."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text

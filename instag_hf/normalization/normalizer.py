@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 
 from instag_hf._version import __version__
-from instag_hf.columns import RAW_TAGS_COLUMN, TAGS_COLUMN
+from instag_hf.columns import RAW_TAGS_COLUMN, TAGS_COLUMN, missing_column
 from instag_hf.errors import (
     ConfigurationError,
     MissingColumnError,
@@ -146,11 +146,7 @@ class TagNormalizer:
         """
         self._check_fitted()
         if RAW_TAGS_COLUMN not in batch:
-            raise MissingColumnError(
-                f"The dataset has no {RAW_TAGS_COLUMN!r} column: tag it first with "
-                "`ds = ds.map(instag_hf.tag, batched=True)`.",
-                column=RAW_TAGS_COLUMN,
-            )
+            raise MissingColumnError(missing_column(RAW_TAGS_COLUMN, list(batch)), column=RAW_TAGS_COLUMN)
         table = getattr(batch, "pa_table", None)  # datasets' LazyBatch: the type says it at once
         if table is not None and RAW_TAGS_COLUMN in table.column_names:
             kind = table.column(RAW_TAGS_COLUMN).type

@@ -94,7 +94,7 @@ def push_to_hub(
     """
     repo_id = _dataset_repo_id(repo_id)
     card, normalizer = _complete(subset, card, normalizer)
-    api = HfApi(token=token, library_name="instag_hf", library_version=_version())
+    api = HfApi(token=token, library_name="instag_hf", library_version=__version__)
     # Whatever token ends up in the request must not end up in a message.
     secrets = [token] if isinstance(token, str) else [huggingface_hub.get_token() or ""]
     try:
@@ -224,12 +224,8 @@ def hub_bars_follow_datasets() -> Iterator[None]:
         enable_progress_bars()
 
 
-def _version() -> str:
-    return __version__
-
-
 def _default_message(subset: Dataset) -> str:
-    return f"Upload {len(subset):,} rows selected with InsTag (instag_hf {_version()})"
+    return f"Upload {len(subset):,} rows selected with InsTag (instag_hf {__version__})"
 
 
 def _complete(

@@ -37,7 +37,8 @@ _REGISTRY: dict[str, SelectionInfo] = {}
 #: Prefix of the JSON line recording which server, model and prompt tagged the rows.
 TAGGER_MARKER = "instag_hf.tagger: "
 _TAGGER_HEADLINE = "Tagged by instag_hf"
-_TAGGER_KEYS = ("kind", "model", "model_sha", "template", "template_sha256")
+#: What a tagging record holds: which server, model and prompt tagged the rows.
+TAGGER_KEYS = ("kind", "model", "model_sha", "template", "template_sha256")
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def record_tagging(ds: Dataset, tagger: dict[str, Any]) -> None:
         tagger: ``{"kind", "model", "model_sha", "template", "template_sha256"}``, as
             :meth:`instag_hf.Tagger.provenance` gives it.
     """
-    values = {key: tagger.get(key) for key in _TAGGER_KEYS}
+    values = {key: tagger.get(key) for key in TAGGER_KEYS}
     kept = [line for line in (ds.info.description or "").splitlines()
             if not line.startswith((TAGGER_MARKER, _TAGGER_HEADLINE))]  # fmt: skip
     base = "\n".join(kept).strip()
@@ -193,5 +194,5 @@ def tagging_record(ds: Dataset | IterableDataset) -> dict[str, Any] | None:
             except ValueError as err:
                 logger.warning("ignoring an unreadable tagger record in info.description: %s", err)
                 return None
-            return {key: data.get(key) for key in _TAGGER_KEYS} if isinstance(data, dict) else None
+            return {key: data.get(key) for key in TAGGER_KEYS} if isinstance(data, dict) else None
     return None
