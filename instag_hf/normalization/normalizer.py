@@ -43,6 +43,7 @@ import pyarrow as pa
 
 from instag_hf._version import __version__
 from instag_hf.columns import RAW_TAGS_COLUMN, TAGS_COLUMN, missing_column
+from instag_hf.datasets_internals import batch_table
 from instag_hf.errors import (
     ConfigurationError,
     MissingColumnError,
@@ -147,7 +148,7 @@ class TagNormalizer:
         self._check_fitted()
         if RAW_TAGS_COLUMN not in batch:
             raise MissingColumnError(missing_column(RAW_TAGS_COLUMN, list(batch)), column=RAW_TAGS_COLUMN)
-        table = getattr(batch, "pa_table", None)  # datasets' LazyBatch: the type says it at once
+        table = batch_table(batch)  # datasets' LazyBatch: the type says it at once
         if table is not None and RAW_TAGS_COLUMN in table.column_names:
             kind = table.column(RAW_TAGS_COLUMN).type
             if not pa.types.is_null(kind):  # a column of nulls only: rows without tags

@@ -26,6 +26,8 @@ from typing import Any
 
 from datasets import Dataset, IterableDataset
 
+from instag_hf.datasets_internals import fingerprint
+
 logger = logging.getLogger(__name__)
 
 #: Prefix of the JSON line in ``info.description``.
@@ -126,8 +128,10 @@ def record(subset: Dataset, info: SelectionInfo) -> None:
     base = "\n".join(kept).strip()
     block = info.describe() + "\n" + MARKER + json.dumps(info.to_dict())
     subset.info.description = f"{base}\n\n{block}" if base else block
-    _REGISTRY[subset._fingerprint] = info
-    logger.debug("recorded selection %s for fingerprint %s", info.strategy, subset._fingerprint)
+    key = fingerprint(subset)
+    if key is not None:  # a Dataset always has one
+        _REGISTRY[key] = info
+    logger.debug("recorded selection %s for fingerprint %s", info.strategy, key)
 
 
 def selection_info(ds: Dataset | IterableDataset) -> SelectionInfo | None:
@@ -148,9 +152,9 @@ def selection_info(ds: Dataset | IterableDataset) -> SelectionInfo | None:
         >>> instag_hf.selection_info(subset).strategy  # doctest: +SKIP
         'instag'
     """
-    fingerprint = getattr(ds, "_fingerprint", None)
-    if fingerprint in _REGISTRY:
-        return _REGISTRY[fingerprint]
+    key = fingerprint(ds)
+    if key in _REGISTRY:
+        return _REGISTRY[key]
     description = ds.info.description if ds.info is not None else ""
     for line in reversed((description or "").splitlines()):
         if line.startswith(MARKER):
