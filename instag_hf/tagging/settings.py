@@ -81,140 +81,42 @@ class TaggerSettings:
     # a new setting goes at the end. To add one: a field here (with ``output=True`` if it
     # changes the tags, ``option={}`` for the CLI, ``config=True`` for refresh configs), and
     # its use; Tagger(...), --help, the docs and the config keys follow from the field.
-    endpoints: tuple[str, ...] = setting(
-        (),
-        name="endpoint",
-        help="Base URL of the server (a trailing ``/v1`` is fine), or several (a list or a comma-separated "
-        "string) to spread the load over. None reads ``INSTAG_ENDPOINT`` when tagging starts.",
-        option={"help": "Tagging server URL(s), comma-separated (default: $INSTAG_ENDPOINT)."},
-        config=True,
-    )
-    model: str | None = setting(
-        None,
-        output=True,
-        help="The model to ask, for a server that lists several (``GET /v1/models``); a server with one "
-        "model needs none. Part of the cache identity.",
-        option={"help": "Model to ask, for a server that lists several (or with --provider)."},
-        config=True,
-    )
-    server: str | None = setting(
-        None,
-        output=True,
-        help="Force the server kind (``tgi``, ``vllm``, ``sglang``, ``openai``, ``llamacpp``) and so its "
-        "structured-output form; detected by default.",
-        option={
-            "choices": SERVER_KINDS,
-            "help": "Server kind, which decides the structured-output form (detected by default).",
-        },  # fmt: skip
-        config=True,
-    )
-    provider: str | None = setting(
-        None,
-        output=True,
-        help="Tag through Hugging Face Inference Providers: ``auto`` lets the router choose, or a provider "
-        "name (``together``, ...). Needs ``model``; the endpoint is the router (``INSTAG_ROUTER_URL`` "
-        "overrides its URL) and the key your Hub token.",
-        option={"help": "Tag through Hugging Face Inference Providers: 'auto' or a provider name (needs --model)."},
-        config=True,
-    )
-    template: PromptTemplate = setting(
-        default_factory=lambda: get_template("paper"),
-        output=True,
-        help="``paper`` (default, the paper's prompt byte-exact), ``instagger`` (InsTagger's Vicuna prompt), "
-        "a custom text with ``{query}``, or a :class:`~instag_hf.tagging.prompts.PromptTemplate`.",
-        option={
-            "default": "paper",
-            "show_default": True,
-            "help": "Prompt: 'paper', 'instagger', or a template text containing {query}.",
-        },  # fmt: skip
-        config=True,
-    )
-    format: str | None = setting(
-        None,
-        output=True,
-        help="Force the row format (``sharegpt``, ``messages``, ``alpaca``, ``prompt``); detected from the "
-        "columns by default.",
-        option={"choices": FORMAT_NAMES, "help": "Row format (detected from the columns by default)."},
-    )
-    column: str | None = setting(
-        None,
-        output=True,
-        help="Force the column that holds the queries.",
-        option={"help": "Column holding the queries (detected by default)."},
-    )
-    max_new_tokens: int = setting(
-        MAX_NEW_TOKENS,
-        output=True,
-        help="Generation budget per answer.",
-        option={"minimum": 1},
-        config=True,
-    )
-    parse_retries: int = setting(
-        1,
-        output=True,
-        help="How many times an answer with no recoverable tag is asked again (sampling, seeded) before it "
-        "becomes the row's ``instag_error``.",
-    )
-    long_queries: str = setting(
-        "truncate",
-        output=True,
-        help="``truncate`` (default) cuts a query that cannot fit the server's input limit (TGI's ``/info``) "
-        "and says so in ``instag_error``; ``error`` sends nothing for it and sets ``instag_error``.",
-    )
-    concurrency: int | None = setting(
-        None,
-        help="Cap on requests in flight per endpoint (the server's own ``max_concurrent_requests`` is never "
-        "exceeded either way).",
-        option={
-            "minimum": 1,
-            "help": "Requests in flight per endpoint (default: adaptive, within the server's limit).",
-        },  # fmt: skip
-    )
-    timeout: float | None = setting(
-        None,
-        help="Seconds before one request is abandoned and retried, > 0 (default ``INSTAG_REQUEST_TIMEOUT``, "
-        "read when tagging starts, or 120).",
-    )
-    retry: RetryPolicy = setting(
-        default_factory=RetryPolicy,
-        help="The :class:`~instag_hf.tagging.retry.RetryPolicy` for failed requests.",
-    )
-    fail_fast_seconds: float = setting(
-        30.0,
-        help="Stop the whole map with :class:`~instag_hf.errors.EndpointError` once no endpoint has answered "
-        "for this many seconds while requests fail (refused, dropped or timed-out connections, 429 and 5xx), "
-        "however few attempts that was, instead of marking every remaining row failed. A server restart "
-        "shorter than this is ridden out by retries. A hung server (connections accepted, no answer) is "
-        "noticed when its requests time out: the map stops after at most ``timeout`` + "
-        "``fail_fast_seconds`` (150 s with the defaults). A server started by "
-        ":mod:`instag_hf.local_llm` that exits stops the map at once.",
-    )
-    cache: bool | str = setting(
-        True,
-        help="True (default, unless ``INSTAG_CACHE=0``) keeps every answer in the on-disk request cache, a "
-        "folder path puts the cache there, False turns it off.",
-    )
-    progress: bool | None = setting(None, help="Show a progress bar; None follows ``datasets``' progress-bar switch.")
-    api_key_env: str | None = setting(
-        None,
-        help="Name of the environment variable holding the key (read when tagging starts, in every "
-        "worker). Default: ``INSTAG_API_KEY`` if set. Without any key, your Hugging Face token goes to "
-        "Hugging Face's inference hosts only. Never the key itself.",
-        option={
-            "metavar": "NAME",
-            "help": "Name of the environment variable that holds the endpoint's API key "
-            "(default: INSTAG_API_KEY; the key itself never goes on the command line).",
-        },  # fmt: skip
-        config=True,
-    )
-    connector: ConnectorFactory | None = setting(
-        None,
-        help="A zero-argument callable returning the ``aiohttp`` connector of each session (one per event "
-        "loop, detection included): a custom DNS resolver (``aiohttp.TCPConnector(resolver=...)``), a "
-        "private CA (``ssl=...``), a proxy. Default ``aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)``; "
-        "keep ``limit=0``, the endpoint pool bounds concurrency. Must pickle for ``num_proc`` (a "
-        "module-level function or a ``functools.partial`` of one).",
-    )
+    endpoints: tuple[str, ...] = setting((), name="endpoint", config=True, option={"help": "Tagging server URL(s), comma-separated (default: $INSTAG_ENDPOINT)."},
+        help="Base URL of the server (a trailing ``/v1`` is fine), or several (a list or a comma-separated string) to spread the load over. None reads ``INSTAG_ENDPOINT`` when tagging starts.")  # fmt: skip
+    model: str | None = setting(None, output=True, config=True, option={"help": "Model to ask, for a server that lists several (or with --provider)."},
+        help="The model to ask, for a server that lists several (``GET /v1/models``); a server with one model needs none. Part of the cache identity.")  # fmt: skip
+    server: str | None = setting(None, output=True, config=True, option={"choices": SERVER_KINDS, "help": "Server kind, which decides the structured-output form (detected by default)."},
+        help="Force the server kind (``tgi``, ``vllm``, ``sglang``, ``openai``, ``llamacpp``) and so its structured-output form; detected by default.")  # fmt: skip
+    provider: str | None = setting(None, output=True, config=True, option={"help": "Tag through Hugging Face Inference Providers: 'auto' or a provider name (needs --model)."},
+        help="Tag through Hugging Face Inference Providers: ``auto`` lets the router choose, or a provider name (``together``, ...). Needs ``model``; the endpoint is the router (``INSTAG_ROUTER_URL`` overrides its URL) and the key your Hub token.")  # fmt: skip
+    template: PromptTemplate = setting(default_factory=lambda: get_template("paper"), output=True, config=True, option={"default": "paper", "show_default": True, "help": "Prompt: 'paper', 'instagger', or a template text containing {query}."},
+        help="``paper`` (default, the paper's prompt byte-exact), ``instagger`` (InsTagger's Vicuna prompt), a custom text with ``{query}``, or a :class:`~instag_hf.tagging.prompts.PromptTemplate`.")  # fmt: skip
+    format: str | None = setting(None, output=True, option={"choices": FORMAT_NAMES, "help": "Row format (detected from the columns by default)."},
+        help="Force the row format (``sharegpt``, ``messages``, ``alpaca``, ``prompt``); detected from the columns by default.")  # fmt: skip
+    column: str | None = setting(None, output=True, option={"help": "Column holding the queries (detected by default)."},
+        help="Force the column that holds the queries.")  # fmt: skip
+    max_new_tokens: int = setting(MAX_NEW_TOKENS, output=True, config=True, option={"minimum": 1},
+        help="Generation budget per answer.")  # fmt: skip
+    parse_retries: int = setting(1, output=True,
+        help="How many times an answer with no recoverable tag is asked again (sampling, seeded) before it becomes the row's ``instag_error``.")  # fmt: skip
+    long_queries: str = setting('truncate', output=True,
+        help="``truncate`` (default) cuts a query that cannot fit the server's input limit (TGI's ``/info``) and says so in ``instag_error``; ``error`` sends nothing for it and sets ``instag_error``.")  # fmt: skip
+    concurrency: int | None = setting(None, option={"minimum": 1, "help": "Requests in flight per endpoint (default: adaptive, within the server's limit)."},
+        help="Cap on requests in flight per endpoint (the server's own ``max_concurrent_requests`` is never exceeded either way).")  # fmt: skip
+    timeout: float | None = setting(None,
+        help="Seconds before one request is abandoned and retried, > 0 (default ``INSTAG_REQUEST_TIMEOUT``, read when tagging starts, or 120).")  # fmt: skip
+    retry: RetryPolicy = setting(default_factory=RetryPolicy,
+        help="The :class:`~instag_hf.tagging.retry.RetryPolicy` for failed requests.")  # fmt: skip
+    fail_fast_seconds: float = setting(30.0,
+        help="Stop the whole map with :class:`~instag_hf.errors.EndpointError` once no endpoint has answered for this many seconds while requests fail (refused, dropped or timed-out connections, 429 and 5xx), however few attempts that was, instead of marking every remaining row failed. A server restart shorter than this is ridden out by retries. A hung server (connections accepted, no answer) is noticed when its requests time out: the map stops after at most ``timeout`` + ``fail_fast_seconds`` (150 s with the defaults). A server started by :mod:`instag_hf.local_llm` that exits stops the map at once.")  # fmt: skip
+    cache: bool | str = setting(True,
+        help="True (default, unless ``INSTAG_CACHE=0``) keeps every answer in the on-disk request cache, a folder path puts the cache there, False turns it off.")  # fmt: skip
+    progress: bool | None = setting(None,
+        help="Show a progress bar; None follows ``datasets``' progress-bar switch.")  # fmt: skip
+    api_key_env: str | None = setting(None, config=True, option={"metavar": "NAME", "help": "Name of the environment variable that holds the endpoint's API key (default: INSTAG_API_KEY; the key itself never goes on the command line)."},
+        help="Name of the environment variable holding the key (read when tagging starts, in every worker). Default: ``INSTAG_API_KEY`` if set. Without any key, your Hugging Face token goes to Hugging Face's inference hosts only. Never the key itself.")  # fmt: skip
+    connector: ConnectorFactory | None = setting(None,
+        help="A zero-argument callable returning the ``aiohttp`` connector of each session (one per event loop, detection included): a custom DNS resolver (``aiohttp.TCPConnector(resolver=...)``), a private CA (``ssl=...``), a proxy. Default ``aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)``; keep ``limit=0``, the endpoint pool bounds concurrency. Must pickle for ``num_proc`` (a module-level function or a ``functools.partial`` of one).")  # fmt: skip
 
     def __post_init__(self) -> None:
         self._set("endpoints", parse_endpoints(self.endpoints or None))
