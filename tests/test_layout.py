@@ -20,7 +20,7 @@ PACKAGE = Path(instag_hf.__file__).parent
 STAGES = [
     ("errors", "env", "columns", "extras", "hub_errors", "datasets_internals", "_version"),  # the shared bottom
     ("dataset_io",),
-    ("tagging", "local_llm"),
+    ("tagging", "local_llm", "local_vllm", "gguf_to_safetensors"),
     ("normalization",),
     ("analysis",),
     ("sampling",),
