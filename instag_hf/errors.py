@@ -57,6 +57,13 @@ class AuthenticationError(EndpointError, PermissionError):
     """
 
 
+class MissingExtraError(InstagError, ImportError):
+    """A step needs a package of an optional extra that is not installed.
+
+    The message is one line naming the extra: ``pip install 'instag_hf[normalize]'``.
+    """
+
+
 class NormalizationError(InstagError, ValueError):
     """A TagNormalizer cannot be fitted, applied, saved or loaded."""
 
@@ -99,6 +106,18 @@ class RefreshError(InstagError, RuntimeError):
     """A scheduled refresh could not complete; the message names the target."""
 
 
+def scrub_secrets(text: str, secrets: list[str] | set[str] | tuple[str, ...]) -> str:
+    """``text`` with every secret replaced by ``***``: the one scrubber of error messages.
+
+    Longest first, so a key that contains another is hidden whole; secrets shorter than 4
+    characters are left alone (hiding every ``a`` would garble the message, not protect it).
+    """
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
 __all__ = [
     "AgreementError",
     "AuthenticationError",
@@ -111,6 +130,7 @@ __all__ = [
     "HubError",
     "InstagError",
     "MissingColumnError",
+    "MissingExtraError",
     "NoEndpointError",
     "NormalizationError",
     "NotFittedError",

@@ -25,7 +25,7 @@ from datasets import Dataset
 from instag_hf.agreement.auditing import DEFAULT_AUDIT_ROWS, Audit, audit, check_sample, served_model
 from instag_hf.analysis.stats import TagStats, analyze
 from instag_hf.columns import ERROR_COLUMN, RAW_TAGS_COLUMN, TAGS_COLUMN
-from instag_hf.errors import CardError, ConfigurationError, InstagError
+from instag_hf.errors import ConfigurationError, InstagError, OutputError
 from instag_hf.normalization.normalizer import TagNormalizer
 from instag_hf.sampling.provenance import record_tagging
 from instag_hf.sampling.sampler import sample
@@ -326,7 +326,8 @@ def write_card(
     :func:`~instag_hf.build_card`).
 
     Raises:
-        CardError: The card cannot be built from what was given, or not written.
+        CardError: The card cannot be built from what was given.
+        OutputError: The card cannot be written to ``folder``.
     """
     from instag_hf.publishing.card import build_card
     from instag_hf.publishing.layout import README, write_card_files
@@ -336,7 +337,7 @@ def write_card(
     try:
         write_card_files(root, card)
     except OSError as error:
-        raise CardError(f"Cannot write the card to {str(root)!r}: {error}") from error
+        raise OutputError(f"Cannot write the card to {str(root)!r}: {error}", path=str(root)) from error
     return root / README
 
 

@@ -18,7 +18,7 @@ PACKAGE = Path(instag_hf.__file__).parent
 
 #: The chain, bottom first. A module belongs to the first entry its dotted name starts with.
 STAGES = [
-    ("errors", "env", "columns", "_version"),  # the shared bottom
+    ("errors", "env", "columns", "extras", "hub_errors", "datasets_internals", "_version"),  # the shared bottom
     ("dataset_io",),
     ("tagging", "local_llm", "local_vllm", "gguf_to_safetensors"),
     ("normalization",),

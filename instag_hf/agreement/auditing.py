@@ -21,15 +21,13 @@ import numpy as np
 
 from instag_hf.agreement.comparison import _batches, _has_turns, read_row_tags, score_rows
 from instag_hf.agreement.matching import DEFAULT_THRESHOLD, Encoder, TagMatcher
-from instag_hf.columns import ERROR_COLUMN, RAW_TAGS_COLUMN, TAGS_COLUMN
+from instag_hf.columns import ERROR_COLUMN, RAW_TAGS_COLUMN, TAGS_COLUMN, missing_column
 from instag_hf.errors import AgreementError, ConfigurationError, EndpointError, MissingColumnError, NoEndpointError
 from instag_hf.tagging.rows import detect_format, extract_queries
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_AUDIT_ROWS = 200
-# Rows handed to the Tagger per call: its requests within a call run concurrently.
-_TAG_BATCH = 1000
 
 __all__ = ["DEFAULT_AUDIT_ROWS", "Audit", "audit", "check_sample", "served_model"]
 
@@ -175,8 +173,7 @@ def audit(
     names = list(pool.column_names)
     column = column or (RAW_TAGS_COLUMN if RAW_TAGS_COLUMN in names else TAGS_COLUMN)
     if column not in names:
-        raise MissingColumnError(f"The pool has no tag column {column!r} (columns: {names}): tag it first.",
-                                 column=column)  # fmt: skip
+        raise MissingColumnError(missing_column(column, names, what="The pool"), column=column)
     if len(pool) == 0:
         raise AgreementError("The pool is empty: there is nothing to audit.")
     matcher = TagMatcher(mode, threshold, embedding_model, encoder)  # bad settings fail before any request

@@ -36,7 +36,7 @@ from instag_hf.agreement.matching import (
     Encoder,
     TagMatcher,
 )
-from instag_hf.columns import ERROR_COLUMN, RAW_TAGS_COLUMN, TAGS_COLUMN
+from instag_hf.columns import ERROR_COLUMN, RAW_TAGS_COLUMN, TAGS_COLUMN, missing_column
 from instag_hf.errors import AgreementError, ConfigurationError, MissingColumnError
 from instag_hf.tagging.rows import RowFormat, detect_format, extract_queries
 
@@ -324,8 +324,12 @@ def _tag_column(ds: Any, column: str | None, side: str) -> str:
         column = RAW_TAGS_COLUMN if RAW_TAGS_COLUMN in names else TAGS_COLUMN
     if column not in names:
         raise MissingColumnError(
-            f"Dataset {side} has no tag column {column!r} (columns: {names}): tag it first "
-            f"(`ds.map(instag_hf.tag, batched=True)`) or name its tag column with column_{side.lower()}=...",
+            missing_column(
+                column,
+                names,
+                what=f"Dataset {side}",
+                otherwise=f"Or name its tag column with column_{side.lower()}=...",
+            ),
             column=column,
         )
     return column

@@ -49,6 +49,7 @@ import numpy as np
 
 from instag_hf.agreement._arrays import Side, candidate_pairs, encode_side, exact_hits, figures, ranked, rule_keys
 from instag_hf.errors import ConfigurationError
+from instag_hf.extras import require
 from instag_hf.normalization.steps.rule import clean_text, rule_key
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,10 @@ class TagMatcher:
             raise ConfigurationError(f"Unknown mode {mode!r}: use one of {', '.join(map(repr, MODES))}.")
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1.0 <= threshold <= 1.0:
             raise ConfigurationError(f"threshold must be a cosine similarity in [-1, 1], got {threshold!r}.")
+        # Built here, so a missing extra is one line before any row is read.
+        require("normalize", "scipy", "nltk", step="compare (maximum matching, rule keys)")
+        if "semantic" in MODES[mode] and encoder is None:
+            require("normalize", "transformers", "torch", step="compare's semantic matching (embedding model)")
         self.kinds = MODES[mode]
         self.mode = mode
         self.threshold = float(threshold)

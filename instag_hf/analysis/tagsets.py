@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 
-from instag_hf.columns import MADE_BY
+from instag_hf.columns import missing_column
 from instag_hf.errors import ConfigurationError, MissingColumnError
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,6 @@ BATCH_SIZE = 262_144
 _MIN_CHUNK_ROWS = 65_536
 
 #: Which step of the chain writes each of our columns, for errors that say what to do next.
-_MADE_BY = MADE_BY
 
 
 @dataclass(frozen=True)
@@ -94,13 +93,9 @@ def require_column(ds: AnyDataset, tag_column: str) -> None:
 
 
 def _missing_message(tag_column: str, names: list[str]) -> str:
-    made_by = _MADE_BY.get(tag_column)
-    hint = (
-        f"It is written by an earlier step: {made_by}."
-        if made_by
-        else "Pass tag_column= naming a column that holds a list of strings per row."
+    return missing_column(
+        tag_column, names, otherwise="Or pass tag_column= naming a column that holds a list of strings per row."
     )
-    return f"The dataset has no column {tag_column!r} (columns: {', '.join(names) or 'none'}). {hint}"
 
 
 def _check_type(tag_column: str, type_: pa.DataType) -> None:

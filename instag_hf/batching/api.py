@@ -31,6 +31,7 @@ from instag_hf.errors import BatchError, ConfigurationError, EndpointError, Outp
 from instag_hf.tagging.auth import EndpointAuth, base_url, check_env_name
 from instag_hf.tagging.retry import RetryPolicy, parse_retry_after
 from instag_hf.tagging.servers import _error_text
+from instag_hf.tagging.settings import parse_endpoints
 
 #: OpenAI's only completion window.
 COMPLETION_WINDOW = "24h"
@@ -137,7 +138,7 @@ class BatchAPI:
 
 
 def _endpoint(state: BatchState, endpoint: str | None) -> str:
-    chosen = endpoint or state.endpoint or next(iter(env.endpoints_from_env()), None)
+    chosen = endpoint or state.endpoint or next(iter(parse_endpoints(env.endpoints_variable(), env.ENV_ENDPOINT)), None)
     if chosen is None:
         raise ConfigurationError(
             "No Batch API endpoint: pass --endpoint https://api.openai.com (or another OpenAI-compatible "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import MISSING, Field, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,8 @@ from instag_hf import dataset_io
 from instag_hf.agreement import DEFAULT_AUDIT_ROWS
 from instag_hf.normalization.config import CLI_FLAGS
 from instag_hf.sampling.sampler import STRATEGIES
-from instag_hf.tagging.dialects import SERVER_KINDS
-from instag_hf.tagging.prompts import ANSWER_FORMS, MAX_NEW_TOKENS
 from instag_hf.tagging.rows import FORMAT_NAMES
+from instag_hf.tagging.settings import TaggerSettings, public_name, settings_from
 
 Decorator = Callable[[Any], Any]
 
@@ -124,52 +123,39 @@ card_template_option = click.option(
 
 # ------------------------------------------------------------------ tagging
 
+
+def _setting_option(setting: Field[Any]) -> Decorator:
+    """The click option of one TaggerSettings field, from what the field says about itself."""
+    spec = dict(setting.metadata["option"])
+    name = public_name(setting)
+    kind = str(setting.type)
+    extra: dict[str, Any] = {}
+    if "choices" in spec:
+        extra["type"] = click.Choice(spec["choices"])
+    elif kind.startswith("int"):
+        extra["type"] = click.IntRange(min=spec["minimum"]) if "minimum" in spec else int
+    elif kind.startswith("float"):
+        extra["type"] = float
+    default = spec.get("default", None if setting.default is MISSING else setting.default)
+    if default == ():
+        default = None
+    return click.option(
+        "--" + name.replace("_", "-"),
+        name,
+        default=default,
+        show_default=spec.get("show_default", default is not None),
+        metavar=spec.get("metavar"),
+        help=spec.get("help", setting.metadata["help"]),
+        **extra,
+    )
+
+
+#: The TaggerSettings fields on the command line, in field order.
+_TAGGER_OPTIONS = tuple(f for f in fields(TaggerSettings) if f.metadata["option"] is not None)
+
 tagger_options = options(
-    click.option(
-        "--endpoint", default=None, help="Tagging server URL(s), comma-separated (default: $INSTAG_ENDPOINT)."
-    ),
-    click.option("--model", default=None, help="Model to ask, for a server that lists several (or with --provider)."),
-    click.option(
-        "--server",
-        "server_kind",
-        type=click.Choice(SERVER_KINDS),
-        default=None,
-        help="Server kind, which decides the structured-output form (detected by default).",
-    ),
-    click.option(
-        "--provider",
-        default=None,
-        help="Tag through Hugging Face Inference Providers: 'auto' or a provider name (needs --model).",
-    ),
-    click.option(
-        "--api-key-env",
-        default=None,
-        metavar="NAME",
-        help="Name of the environment variable that holds the endpoint's API key "
-        "(default: INSTAG_API_KEY; the key itself never goes on the command line).",
-    ),
-    click.option(
-        "--template",
-        default="paper",
-        show_default=True,
-        help="Prompt: 'paper', 'instagger', or a template text containing {query}.",
-    ),
-    row_format("Row format (detected from the columns by default)."),
-    click.option("--column", default=None, help="Column holding the queries (detected by default)."),
-    whole("--max-new-tokens", minimum=1, default=MAX_NEW_TOKENS, help="Generation budget per answer."),
-    click.option(
-        "--answer",
-        type=click.Choice(ANSWER_FORMS),
-        default="paper",
-        show_default=True,
-        help="Answer form: 'paper' (tags with an explanation each) or 'tags' (tag titles only, "
-        "about half the generated tokens).",
-    ),
-    whole(
-        "--concurrency",
-        minimum=1,
-        help="Requests in flight per endpoint (default: adaptive, within the server's limit).",
-    ),
+    *(_setting_option(setting) for setting in _TAGGER_OPTIONS),
+    # One setting, two switches: where the request cache is, or none at all.
     click.option(
         "--cache-dir",
         type=click.Path(path_type=Path),
@@ -179,33 +165,21 @@ tagger_options = options(
     flag("--no-cache", help="Do not read or write the request cache."),
 )
 
+#: The keyword arguments :data:`tagger_options` give a command.
+TAGGER_ARGS = (*(public_name(f) for f in _TAGGER_OPTIONS), "cache_dir", "no_cache")
 
-def tagger(
-    endpoint: str | None,
-    model: str | None,
-    server_kind: str | None,
-    provider: str | None,
-    api_key_env: str | None,
-    template: str,
-    row_format: str | None,
-    column: str | None,
-    max_new_tokens: int,
-    answer: str,
-    concurrency: int | None,
-    cache_dir: Path | None,
-    no_cache: bool,
-) -> Any:
-    """The :class:`~instag_hf.Tagger` the tagger options describe."""
+
+def tagger(**given: Any) -> Any:
+    """The :class:`~instag_hf.Tagger` the tagger options (:data:`TAGGER_ARGS`) describe.
+
+    Raises:
+        ConfigurationError: A value the Tagger refuses.
+    """
     from instag_hf.tagging.tagger import Tagger
 
+    no_cache, cache_dir = given.pop("no_cache"), given.pop("cache_dir")
     cache: bool | Path = False if no_cache else (cache_dir or True)
-    return Tagger(endpoint, model=model, server=server_kind, provider=provider, api_key_env=api_key_env,
-                  template=template, format=row_format, column=column, max_new_tokens=max_new_tokens,
-                  answer=answer, concurrency=concurrency, cache=cache)  # fmt: skip
-
-
-TAGGER_ARGS = ("endpoint", "model", "server_kind", "provider", "api_key_env", "template", "row_format", "column",
-               "max_new_tokens", "answer", "concurrency", "cache_dir", "no_cache")  # fmt: skip
+    return Tagger.from_settings(settings_from({**given, "cache": cache}))
 
 
 # ------------------------------------------------------------------ normalizing
@@ -288,7 +262,7 @@ def audit_settings(audit: dict[str, Any], tagger_args: dict[str, Any]) -> dict[s
     # The audit asks its own server, for --audit-model when given (not the pool's --model,
     # --server or --provider), with the same prompt, row format, key variable and cache.
     own = {"endpoint": audit["audit_endpoint"], "concurrency": None, "model": audit["audit_model"],
-           "server_kind": None, "provider": None}  # fmt: skip
+           "server": None, "provider": None}  # fmt: skip
     return {
         "audit_tagger": tagger(**{**tagger_args, **own}),
         "audit_rows": audit["audit_rows"],

@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from instag_hf.errors import ConfigurationError
+from instag_hf.extras import require
 
 UNKNOWN_POLICIES = ("drop", "keep")
 
@@ -112,6 +113,19 @@ class NormalizerConfig:
             )
         if self.unknown not in UNKNOWN_POLICIES:
             raise ConfigurationError(f"unknown must be one of {UNKNOWN_POLICIES}, got {self.unknown!r}")
+
+    def require_extras(self) -> None:
+        """Check that the packages of every step switched on are installed, before fitting.
+
+        Raises:
+            MissingExtraError: One is not; the message names ``instag_hf[normalize]``.
+        """
+        if self.rule_aggregation:
+            require("normalize", "nltk", step="Rule aggregation (Porter stemming)")
+        if self.semantic_aggregation:
+            require("normalize", "transformers", "torch", "sklearn", step="Semantic aggregation (embeddings, DBSCAN)")
+        if self.association_aggregation:
+            require("normalize", "scipy", step="Association aggregation")
 
     def to_dict(self) -> dict[str, Any]:
         """Every setting by name (JSON-ready)."""

@@ -42,7 +42,8 @@ import numpy as np
 import pyarrow as pa
 
 from instag_hf._version import __version__
-from instag_hf.columns import RAW_TAGS_COLUMN, TAGS_COLUMN
+from instag_hf.columns import RAW_TAGS_COLUMN, TAGS_COLUMN, missing_column
+from instag_hf.datasets_internals import batch_table
 from instag_hf.errors import (
     ConfigurationError,
     MissingColumnError,
@@ -53,7 +54,7 @@ from instag_hf.normalization.applying import TAGS_TYPE, SpellingTable, normalize
 from instag_hf.normalization.artifact import content_hash, read_artifact, write_artifact
 from instag_hf.normalization.config import NormalizerConfig
 from instag_hf.normalization.fitting import fit_vocabulary
-from instag_hf.normalization.occurrences import field_type_error, read_occurrences
+from instag_hf.normalization.occurrences import check_column_type, field_type_error, read_occurrences
 from instag_hf.normalization.report import NormalizationReport
 from instag_hf.normalization.steps.rule import rule_key
 
@@ -111,7 +112,9 @@ class TagNormalizer:
             MissingColumnError: ``ds`` has no ``instag_raw_tags`` column (tag it first).
             NormalizationError: ``ds`` is empty, holds no tag, or a step leaves no tag.
             ConfigurationError: The embedding model cannot be found or loaded.
+            MissingExtraError: A step switched on needs ``instag_hf[normalize]``.
         """
+        self.config.require_extras()  # before reading anything
         clock = time.perf_counter()
         occurrences = read_occurrences(ds, self.config.batch_size)
         read_seconds = time.perf_counter() - clock
@@ -151,15 +154,14 @@ class TagNormalizer:
                 ``tag`` that is not a string, say); the message says which and what it needs.
         """
         self._check_fitted()
-        table = batch if isinstance(batch, pa.Table) else getattr(batch, "pa_table", None)
-        names = table.column_names if table is not None else batch
+        table = batch if isinstance(batch, pa.Table) else batch_table(batch)  # Ray's pyarrow batch, datasets' LazyBatch
+        names = table.column_names if table is not None else list(batch)
         if RAW_TAGS_COLUMN not in names:
-            raise MissingColumnError(
-                f"The dataset has no {RAW_TAGS_COLUMN!r} column: tag it first with "
-                "`ds = ds.map(instag_hf.tag, batched=True)`.",
-                column=RAW_TAGS_COLUMN,
-            )
+            raise MissingColumnError(missing_column(RAW_TAGS_COLUMN, names), column=RAW_TAGS_COLUMN)
         if table is not None:
+            kind = table.column(RAW_TAGS_COLUMN).type
+            if not pa.types.is_null(kind):  # a column of nulls only: rows without tags
+                check_column_type(kind)
             # Arrow all the way, and the whole batch back as a table: reading the struct
             # column as Python dicts, and datasets converting a returned column row by row,
             # cost 20x what the look-ups do (benchmarks/bench_scale.py).

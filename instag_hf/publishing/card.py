@@ -37,7 +37,7 @@ from instag_hf.errors import CardError, ConfigurationError, EndpointError
 from instag_hf.publishing.layout import DATA_DIR, NORMALIZER_FILENAME, data_split
 from instag_hf.publishing.markdown import Safe, fmt_count, fmt_dec, fmt_pct, load_template, markdown_text, render
 from instag_hf.publishing.reproduction import reproduction
-from instag_hf.sampling.provenance import tagging_record
+from instag_hf.sampling.provenance import TAGGER_KEYS, tagging_record
 from instag_hf.sampling.sampler import SelectionInfo, selection_info
 
 if TYPE_CHECKING:
@@ -196,7 +196,7 @@ def build_card(
         "audit": _audit_context(audit),
         "normalizer": _normalizer_context(normalizer),
         "selection": selection.to_dict() if selection else None,
-        "version": _library_version(),
+        "version": __version__,
         "date": Safe(_card_date(date)),
         "repro": reproduction(
             source,
@@ -214,10 +214,6 @@ def build_card(
     images = render_plots(stats, top_k=top_k) if plots else {}
     logger.info("Built the card of %d rows (%d unique tags)", stats.rows, stats.unique_tags)
     return InstagCard(content, plots=images, normalizer=normalizer)
-
-
-def _library_version() -> str:
-    return __version__
 
 
 def _card_date(date: dt.date | str | None) -> str:
@@ -281,19 +277,8 @@ def _histogram(stats: TagStats) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-_TAGGER_KEYS = (
-    "kind",
-    "model",
-    "model_sha",
-    "template",
-    "template_sha256",
-    "answer",
-    "queries",
-    "cache_hits",
-    "prompt_tokens",
-    "generated_tokens",
-    "unmetered",
-)
+#: A card's tagger context: the provenance record, then what this build cost.
+_TAGGER_KEYS = (*TAGGER_KEYS, "queries", "cache_hits", "prompt_tokens", "generated_tokens", "unmetered")
 
 
 def _tagger_context(tagger: Any | None, subset: Dataset) -> dict[str, Any] | None:

@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING
 import huggingface_hub
 from datasets import Dataset
 from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, DatasetCard, HfApi
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+from huggingface_hub.errors import HFValidationError
 from huggingface_hub.hf_api import RepoFile
 
 from instag_hf._version import __version__
-from instag_hf.dataset_io import TransportError, scrub_secrets, unreachable_hub
 from instag_hf.errors import CardError, HubError, OutputError
+from instag_hf.hub_errors import HUB_ERRORS, hub_error
 from instag_hf.publishing.card import build_card
 from instag_hf.publishing.layout import DATA_DIR, README, load_readme, stage
 
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TransportError", "hub_bars_follow_datasets", "push_to_hub", "save", "unreachable_hub"]
+__all__ = ["hub_bars_follow_datasets", "push_to_hub", "save"]
 
 
 def push_to_hub(
@@ -94,15 +94,16 @@ def push_to_hub(
     """
     repo_id = _dataset_repo_id(repo_id)
     card, normalizer = _complete(subset, card, normalizer)
-    api = HfApi(token=token, library_name="instag_hf", library_version=_version())
+    api = HfApi(token=token, library_name="instag_hf", library_version=__version__)
     # Whatever token ends up in the request must not end up in a message.
     secrets = [token] if isinstance(token, str) else [huggingface_hub.get_token() or ""]
     try:
         with hub_bars_follow_datasets():
             info, head = _commit(api, repo_id, subset, card, normalizer, private, create_pr,
                                  commit_message or _default_message(subset), max_shard_size, extra_files)  # fmt: skip
-    except (HfHubHTTPError, TransportError, HFValidationError) as error:
-        failure = _hub_error(error, repo_id, api.endpoint, secrets)
+    except HUB_ERRORS as error:
+        failure = hub_error(error, f"push to {repo_id}", repo_id=repo_id, secrets=secrets,
+                            then=f"Nothing was committed; {repo_id} is unchanged.", writing=True)  # fmt: skip
     else:
         if info.oid == head and not create_pr:
             logger.info("Nothing changed in %s: no commit was made (head %s)", repo_id, head)
@@ -223,12 +224,8 @@ def hub_bars_follow_datasets() -> Iterator[None]:
         enable_progress_bars()
 
 
-def _version() -> str:
-    return __version__
-
-
 def _default_message(subset: Dataset) -> str:
-    return f"Upload {len(subset):,} rows selected with InsTag (instag_hf {_version()})"
+    return f"Upload {len(subset):,} rows selected with InsTag (instag_hf {__version__})"
 
 
 def _complete(
@@ -265,41 +262,3 @@ def _dataset_repo_id(repo_id: str) -> str:
     if len(parts) != 2:
         raise HubError(f"{repo_id!r} has no namespace: write it as 'user/name' (or 'org/name').", repo_id=str(repo_id))
     return "/".join(parts)
-
-
-def _hub_error(error: Exception, repo_id: str, endpoint: str, secrets: list[str]) -> HubError:
-    """A HubError saying what to do next, with no secret in its text."""
-    if isinstance(error, HfHubHTTPError):
-        status = error.response.status_code if error.response is not None else None
-        detail = scrub_secrets(error.server_message or str(error).splitlines()[0], secrets)
-        return HubError(_advice(status, repo_id, endpoint, detail), repo_id=repo_id, status=status)
-    if isinstance(error, TransportError):
-        return unreachable_hub(
-            error,
-            f"push to {repo_id}",
-            secrets,
-            then=f"then push again. Nothing was committed to {repo_id}.",
-            repo_id=repo_id,
-        )
-    return HubError(f"Invalid Hub request for {repo_id!r}: {scrub_secrets(str(error), secrets)}", repo_id=repo_id)
-
-
-def _advice(status: int | None, repo_id: str, endpoint: str, detail: str) -> str:
-    namespace = repo_id.split("/")[0]
-    unchanged = f"Nothing was committed; {repo_id} is unchanged."
-    if status == 401:
-        return (f"The Hub did not accept the token (401: {detail}). Log in with `hf auth login`, set HF_TOKEN, "
-                f"or pass token=... with a write token. {unchanged}")  # fmt: skip
-    if status == 403:
-        return (f"The token may not write to {repo_id} (403: {detail}). Use a write token of '{namespace}' "
-                f"or of a member of that organisation. {unchanged}")  # fmt: skip
-    if status == 404:
-        return (f"The Hub found no dataset repo {repo_id} that this token can see (404: {detail}). Check the "
-                f"repo id and that it is a dataset repo, not a model or a Space. {unchanged}")  # fmt: skip
-    if status in (409, 412):
-        return (f"{repo_id} changed while pushing ({status}: {detail}); push again to merge with the new "
-                f"head. {unchanged}")  # fmt: skip
-    if status is not None and status >= 500:
-        return (f"The Hub at {endpoint} failed ({status}: {detail}). Try again later; {unchanged[0].lower()}"
-                f"{unchanged[1:]}")  # fmt: skip
-    return f"The Hub rejected the push to {repo_id} ({status}: {detail}). {unchanged}"

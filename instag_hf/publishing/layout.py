@@ -26,11 +26,9 @@ from typing import TYPE_CHECKING
 
 from datasets import Dataset, DatasetInfo, SplitDict, SplitInfo
 from datasets import config as datasets_config
-from datasets.info import DatasetInfosDict
-from datasets.utils.metadata import MetadataConfigs
-from datasets.utils.py_utils import convert_file_size_to_int
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from instag_hf.datasets_internals import DatasetInfosDict, MetadataConfigs, convert_file_size_to_int, estimated_nbytes
 from instag_hf.errors import HubError
 
 if TYPE_CHECKING:
@@ -159,7 +157,7 @@ def stage(
     """
     layout = Layout(root)
     split = data_split(subset)
-    nbytes = subset._estimate_nbytes()  # what Dataset.push_to_hub sizes its shards by
+    nbytes = estimated_nbytes(subset)  # what Dataset.push_to_hub sizes its shards by
     num_shards = int(nbytes / convert_file_size_to_int(max_shard_size or datasets_config.MAX_SHARD_SIZE)) + 1
     num_shards = min(num_shards, max(len(subset), 1))  # a shard holds at least one row
     (root / DATA_DIR).mkdir(parents=True, exist_ok=True)

@@ -27,17 +27,16 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from instag_hf.env import parse_endpoints
 from instag_hf.errors import ConfigurationError
 from instag_hf.normalization.config import NormalizerConfig
 from instag_hf.sampling.sampler import SamplingRequest
-from instag_hf.tagging.prompts import MAX_NEW_TOKENS, get_template
+from instag_hf.tagging.prompts import PromptTemplate
 from instag_hf.tagging.rows import FORMAT_NAMES
-from instag_hf.tagging.settings import TaggerSettings
+from instag_hf.tagging.settings import TaggerSettings, public_name, settings_from
 
 
 @dataclass(frozen=True)
@@ -78,15 +77,11 @@ class TargetConfig:
         source: The :class:`SourceConfig`.
         n: Rows to select.
         strategy, seed, target_coverage, target_mean_tags: As :func:`instag_hf.sample`.
-        endpoint: Tagging endpoint(s); default ``INSTAG_ENDPOINT``.
-        model: The model to ask, for a server that lists several (or with ``provider``).
-        server: Force the server kind (``tgi``, ``vllm``, ``sglang``, ``openai``, ``llamacpp``).
-        provider: Tag through Hugging Face Inference Providers (``auto`` or a provider name).
-        api_key_env: Name of the environment variable holding the endpoint's API key
-            (default ``INSTAG_API_KEY``); the key itself never goes in the file.
-        template: Prompt template name or text (``paper``, ``instagger``, ``... {query} ...``).
-        max_new_tokens: Generation budget per answer.
-        answer: ``paper`` (tags with explanations, the default) or ``tags`` (tag titles only).
+        tagger: The tagging settings, by the names users write: every key of
+            :data:`TAGGER_KEYS` (``endpoint``, ``model``, ``server``, ``provider``,
+            ``api_key_env``, ``template``, ``max_new_tokens``, ...), each meaning what the
+            :class:`~instag_hf.Tagger` keyword of that name means; in the file they sit in
+            the target itself, beside ``n``. ``format`` and ``column`` come from the source.
         normalizer: :class:`~instag_hf.TagNormalizer` settings, e.g. ``{min_frequency: 20}``.
         private: Create the repo private.
         create_pr: Open a pull request instead of committing to ``main``.
@@ -102,14 +97,7 @@ class TargetConfig:
     seed: int | None = None
     target_coverage: float | None = None
     target_mean_tags: float | None = None
-    endpoint: str | None = None
-    model: str | None = None
-    server: str | None = None
-    provider: str | None = None
-    api_key_env: str | None = None
-    template: str = "paper"
-    max_new_tokens: int = MAX_NEW_TOKENS
-    answer: str = "paper"
+    tagger: Mapping[str, Any] = field(default_factory=dict)
     normalizer: dict[str, Any] = field(default_factory=dict)
     private: bool = False
     create_pr: bool = False
@@ -127,19 +115,14 @@ class TargetConfig:
         if not isinstance(self.normalizer, Mapping):
             raise ConfigurationError(f"normalizer must be a mapping of settings, got {self.normalizer!r}")
         NormalizerConfig.from_dict(dict(self.normalizer))
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ConfigurationError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
         for name in ("private", "create_pr"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigurationError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.endpoint is not None and not isinstance(self.endpoint, str):
-            raise ConfigurationError(f"endpoint must be a URL (or comma-separated URLs), got {self.endpoint!r}")
-        for name in ("model", "server", "provider"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ConfigurationError(f"{name} must be a non-empty string, got {value!r}")
-        # The YAML types are checked above; what a Tagger accepts is the Tagger's to say
-        # (endpoint URLs, server kind, model and provider, the key's variable, the template).
+        if not isinstance(self.tagger, Mapping):
+            raise ConfigurationError(f"tagger must be a mapping of tagging settings, got {self.tagger!r}")
+        _reject_unknown(self.tagger, set(TAGGER_KEYS), "the tagging settings")
+        # What a Tagger accepts is the Tagger's to say (types, URLs, server kind, model and
+        # provider, the key's variable, the template): checked now, before any work.
         self.tagger_settings()
         if self.card_template is not None:
             _template_digest(self.card_template)  # a missing file fails now, not after tagging
@@ -150,38 +133,34 @@ class TargetConfig:
         Raises:
             ConfigurationError: A tagging setting is invalid.
         """
-        return TaggerSettings(
-            endpoints=parse_endpoints(self.endpoint, "endpoint") if self.endpoint else (),
-            model=self.model,
-            server=self.server,
-            provider=self.provider,
-            api_key_env=self.api_key_env,
-            template=get_template(self.template),
-            format=self.source.format,
-            column=self.source.column,
-            max_new_tokens=self.max_new_tokens,
-            answer=self.answer,
-        )
+        try:
+            return settings_from({**self.tagger, "format": self.source.format, "column": self.source.column})
+        except TypeError as error:  # a value of the wrong type that a check compared
+            raise ConfigurationError(f"Invalid tagging setting: {error}") from None
+
+    @property
+    def endpoint(self) -> str | None:
+        """The ``endpoint`` key as written, None when the target reads ``INSTAG_ENDPOINT``."""
+        return self.tagger.get("endpoint")
 
     def settings(self) -> dict[str, Any]:
         """Everything that decides the target's content, apart from the source's revision.
 
-        The endpoint URL, where its key is read from and the repo's visibility are not in
-        it: moving the server, rotating a key or making the repo private changes no row.
-        Unset model choices are left out, so configs written before they existed keep
-        their hash.
+        Of the tagging settings, those that decide the tags (``output`` in
+        :class:`~instag_hf.tagging.settings.TaggerSettings`): not the endpoint URL, where its
+        key is read from, nor the repo's visibility, since moving the server, rotating a key
+        or making the repo private changes no row. A tagging setting at its default is left
+        out (but for ``template`` and ``max_new_tokens``, hashed since the first configs),
+        so configs written before a setting existed keep their hash.
         """
         values = asdict(self)
-        for name in ("repo", "endpoint", "api_key_env", "private", "create_pr"):
+        for name in ("repo", "private", "create_pr", "tagger"):
             values.pop(name)
-        for name in ("model", "server", "provider", "card_template"):
-            if values[name] is None:
-                values.pop(name)
-        if values["answer"] == "paper":
-            values.pop("answer")
-        if self.card_template is not None:
+        if self.card_template is None:
+            values.pop("card_template")
+        else:
             values["card_template"] = _template_digest(self.card_template)
-        values["template"] = get_template(self.template).sha256
+        values.update(_hashed_tagging(self.tagger_settings()))
         values["normalizer"] = NormalizerConfig.from_dict(dict(self.normalizer)).to_dict()
         return values
 
@@ -248,7 +227,26 @@ def load_config(path: str | os.PathLike[str]) -> RefreshConfig:
         raise ConfigurationError(f"{str(path)!r}: {error}") from None
 
 
-_TARGET_KEYS = {f.name for f in fields(TargetConfig)}
+#: The tagging keys a target may hold: the TaggerSettings fields marked ``config``.
+TAGGER_KEYS = tuple(public_name(f) for f in fields(TaggerSettings) if f.metadata["config"])
+#: Hashed even at their default: the first configs' hashes had them.
+_ALWAYS_HASHED = ("template", "max_new_tokens")
+_TARGET_KEYS = ({f.name for f in fields(TargetConfig)} - {"tagger"}) | set(TAGGER_KEYS)
+
+
+def _hashed_tagging(settings: TaggerSettings) -> dict[str, Any]:
+    out = {}
+    for setting in fields(TaggerSettings):
+        name = public_name(setting)
+        if name not in TAGGER_KEYS or not setting.metadata["decides_output"]:
+            continue
+        value = getattr(settings, setting.name)
+        default = setting.default if setting.default_factory is MISSING else setting.default_factory()
+        if name in _ALWAYS_HASHED or value != default:
+            out[name] = value.sha256 if isinstance(value, PromptTemplate) else value
+    return out
+
+
 _SOURCE_KEYS = {f.name for f in fields(SourceConfig)}
 
 
@@ -267,7 +265,9 @@ def _target(raw: Any, index: int) -> TargetConfig:
         raise ConfigurationError(f"{where}: 'source' must be a dataset id/path or a mapping with 'id'.")
     _reject_unknown(source, _SOURCE_KEYS, f"{where} source")
     try:
-        return TargetConfig(**{**raw, "source": SourceConfig(**source)})
+        tagging = {key: raw[key] for key in TAGGER_KEYS if key in raw}
+        rest = {key: value for key, value in raw.items() if key not in tagging}
+        return TargetConfig(**{**rest, "source": SourceConfig(**source), "tagger": tagging})
     except TypeError as error:  # a missing 'id' in the source mapping
         raise ConfigurationError(f"{where}: {error}") from None
     except ConfigurationError as error:

@@ -37,13 +37,21 @@ from typing import Any
 import pyarrow as pa
 
 from instag_hf import env
-from instag_hf.dataset_io import TransportError, is_local, load_source, source_revision, unreachable_hub
+from instag_hf.dataset_io import is_local, load_source, source_revision
 from instag_hf.errors import ConfigurationError, HubError, InstagError
+from instag_hf.hub_errors import (
+    HUB_ERRORS,
+    EntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+    hub_error,
+)
 from instag_hf.pipeline import publish, run_chain
 from instag_hf.publishing.hub import hub_bars_follow_datasets
 from instag_hf.refresh import tag_store
 from instag_hf.refresh.config import RefreshConfig, TargetConfig, load_config
 from instag_hf.tagging.auth import check_env_name
+from instag_hf.tagging.settings import parse_endpoints
 from instag_hf.tagging.tagger import Tagger
 
 logger = logging.getLogger(__name__)
@@ -152,7 +160,12 @@ def refresh(
     if not isinstance(config, RefreshConfig):
         config = load_config(config)
     check_env_name(api_key_env)
-    targets = [t if t.api_key_env or not api_key_env else replace(t, api_key_env=api_key_env) for t in config.targets]
+    targets = [
+        t
+        if t.tagger.get("api_key_env") or not api_key_env
+        else replace(t, tagger={**t.tagger, "api_key_env": api_key_env})
+        for t in config.targets
+    ]
     if only:
         unknown = sorted(set(only) - {t.repo for t in targets})
         if unknown:
@@ -162,7 +175,7 @@ def refresh(
     # target, rather than once per target.
     env.request_timeout()
     if any(t.endpoint is None for t in targets):
-        env.endpoints_from_env()
+        parse_endpoints(env.endpoints_variable(), env.ENV_ENDPOINT)
     outcomes = []
     for target in targets:
         try:
@@ -270,11 +283,6 @@ def _target_states(repo: str, *, pull_requests: bool) -> list[tuple[str, dict[st
     """``(ref, state)`` of ``main`` and, when asked, of the newest pull request; each state
     gets the ``commit`` it was read at."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import (
-        HfHubHTTPError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
 
     api = HfApi()
     refs = ["main"]
@@ -297,15 +305,11 @@ def _target_states(repo: str, *, pull_requests: bool) -> list[tuple[str, dict[st
         return states
     except (RepositoryNotFoundError, RevisionNotFoundError):
         return []  # a new target: built from scratch
-    except TransportError as error:
-        raise unreachable_hub(error, f"read the refresh state of {repo!r}") from error
-    except (HfHubHTTPError, OSError, ValueError) as error:
-        raise HubError(f"Cannot read the refresh state of {repo!r}: {str(error).splitlines()[0]}") from error
+    except (*HUB_ERRORS, OSError, ValueError) as error:  # ValueError: a state file that is not JSON
+        raise hub_error(error, f"read the refresh state of {repo!r}", repo_id=repo) from error
 
 
 def _read_store(repo: str, commit: str) -> pa.Table:
-    from huggingface_hub.errors import EntryNotFoundError
-
     try:
         data = _download(repo, TAGS_FILE, commit)
     except HubError as error:
@@ -318,7 +322,6 @@ def _read_store(repo: str, commit: str) -> pa.Table:
 
 def _download(repo: str, filename: str, commit: str) -> bytes:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError
 
     try:
         with (
@@ -326,10 +329,8 @@ def _download(repo: str, filename: str, commit: str) -> bytes:
             open(hf_hub_download(repo, filename, repo_type="dataset", revision=commit), "rb") as handle,
         ):
             return handle.read()
-    except TransportError as error:
-        raise unreachable_hub(error, f"download {filename} of {repo!r}") from error
-    except (HfHubHTTPError, OSError) as error:
-        raise HubError(f"Cannot download {filename} of {repo!r}: {str(error).splitlines()[0]}") from error
+    except (*HUB_ERRORS, OSError) as error:
+        raise hub_error(error, f"download {filename} of {repo!r}", repo_id=repo) from error
 
 
 def _short(revision: str | None) -> str:

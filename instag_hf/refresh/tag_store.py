@@ -18,9 +18,9 @@ from collections.abc import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Dataset, concatenate_datasets
-from datasets.table import InMemoryTable
 
 from instag_hf.columns import ERROR_COLUMN, RAW_TAGS_COLUMN, RAW_TAGS_TYPE, TAGS_COLUMN
+from instag_hf.datasets_internals import dataset_from_table
 from instag_hf.errors import RefreshError
 from instag_hf.pipeline import tag_dataset
 from instag_hf.tagging.rows import detect_format, extract_queries
@@ -127,5 +127,5 @@ def tag_reusing(ds: Dataset, tagger: Tagger, store: pa.Table, keys: list[str]) -
     combined = pa.concat_tables([p.cast(STORE_SCHEMA.remove(0)) for p in parts])
     rank = {row: len(store) + j for j, row in enumerate(new_rows)}
     order = [known[key] if key in known else rank[i] for i, key in enumerate(keys)]
-    columns = Dataset(InMemoryTable(combined.take(pa.array(order, type=pa.int64()))))
+    columns = dataset_from_table(combined.take(pa.array(order, type=pa.int64())))
     return concatenate_datasets([base, columns], axis=1), len(ds) - len(new_rows), len(new_rows)

@@ -26,6 +26,8 @@ from typing import Any
 
 from datasets import Dataset, IterableDataset
 
+from instag_hf.datasets_internals import fingerprint
+
 logger = logging.getLogger(__name__)
 
 #: Prefix of the JSON line in ``info.description``.
@@ -37,7 +39,8 @@ _REGISTRY: dict[str, SelectionInfo] = {}
 #: Prefix of the JSON line recording which server, model and prompt tagged the rows.
 TAGGER_MARKER = "instag_hf.tagger: "
 _TAGGER_HEADLINE = "Tagged by instag_hf"
-_TAGGER_KEYS = ("kind", "model", "model_sha", "template", "template_sha256", "answer")
+#: What a tagging record holds: which server, model, prompt and answer form tagged the rows.
+TAGGER_KEYS = ("kind", "model", "model_sha", "template", "template_sha256", "answer")
 
 
 @dataclass(frozen=True)
@@ -125,8 +128,10 @@ def record(subset: Dataset, info: SelectionInfo) -> None:
     base = "\n".join(kept).strip()
     block = info.describe() + "\n" + MARKER + json.dumps(info.to_dict())
     subset.info.description = f"{base}\n\n{block}" if base else block
-    _REGISTRY[subset._fingerprint] = info
-    logger.debug("recorded selection %s for fingerprint %s", info.strategy, subset._fingerprint)
+    key = fingerprint(subset)
+    if key is not None:  # a Dataset always has one
+        _REGISTRY[key] = info
+    logger.debug("recorded selection %s for fingerprint %s", info.strategy, key)
 
 
 def selection_info(ds: Dataset | IterableDataset) -> SelectionInfo | None:
@@ -147,9 +152,9 @@ def selection_info(ds: Dataset | IterableDataset) -> SelectionInfo | None:
         >>> instag_hf.selection_info(subset).strategy  # doctest: +SKIP
         'instag'
     """
-    fingerprint = getattr(ds, "_fingerprint", None)
-    if fingerprint in _REGISTRY:
-        return _REGISTRY[fingerprint]
+    key = fingerprint(ds)
+    if key in _REGISTRY:
+        return _REGISTRY[key]
     description = ds.info.description if ds.info is not None else ""
     for line in reversed((description or "").splitlines()):
         if line.startswith(MARKER):
@@ -170,7 +175,7 @@ def record_tagging(ds: Dataset, tagger: dict[str, Any]) -> None:
         tagger: ``{"kind", "model", "model_sha", "template", "template_sha256", "answer"}``, as
             :meth:`instag_hf.Tagger.provenance` gives it.
     """
-    values = {key: tagger.get(key) for key in _TAGGER_KEYS}
+    values = {key: tagger.get(key) for key in TAGGER_KEYS}
     kept = [line for line in (ds.info.description or "").splitlines()
             if not line.startswith((TAGGER_MARKER, _TAGGER_HEADLINE))]  # fmt: skip
     base = "\n".join(kept).strip()
@@ -193,5 +198,5 @@ def tagging_record(ds: Dataset | IterableDataset) -> dict[str, Any] | None:
             except ValueError as err:
                 logger.warning("ignoring an unreadable tagger record in info.description: %s", err)
                 return None
-            return {key: data.get(key) for key in _TAGGER_KEYS} if isinstance(data, dict) else None
+            return {key: data.get(key) for key in TAGGER_KEYS} if isinstance(data, dict) else None
     return None

@@ -22,6 +22,7 @@ from datasets import Dataset, IterableDataset
 from datasets.fingerprint import Hasher
 
 from instag_hf.analysis.tagsets import TagSets, read_tag_sets, require_column
+from instag_hf.datasets_internals import fingerprint
 from instag_hf.errors import ConfigurationError, SamplingError
 from instag_hf.sampling.passes import (
     base_order,
@@ -197,7 +198,7 @@ def sample(
         assert isinstance(entropy, int)
         request = replace(request, seed=int(entropy % 2**63))
     indices, passes, notes = _select(ts, request)
-    info = _summarise(ts, request, indices, passes, notes, getattr(ds, "_fingerprint", None))
+    info = _summarise(ts, request, indices, passes, notes, fingerprint(ds))
     subset = _select_rows(ds, indices, info)
     record(subset, info)
     for note in notes:

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
 from instag_hf import env
-from instag_hf.errors import AuthenticationError, ConfigurationError
+from instag_hf.errors import AuthenticationError, ConfigurationError, scrub_secrets
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HF_ENDPOINTS_SUFFIX = ".endpoints.huggingface.cloud"
@@ -153,12 +153,7 @@ class EndpointAuth:
 
     def scrub(self, text: str | None) -> str | None:
         """``text`` with every key replaced by ``***`` (servers may echo what they were sent)."""
-        if not text:
-            return text
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            if len(secret) >= 4:
-                text = text.replace(secret, "***")
-        return text
+        return scrub_secrets(text, self._secrets) if text else text
 
     def refused(self, url: str, path: str, status: int | None, error: str | None) -> AuthenticationError:
         """The one-line error for an endpoint that answered 401/403."""

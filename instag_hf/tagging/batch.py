@@ -14,13 +14,14 @@ from typing import Any
 import pyarrow as pa
 
 from instag_hf.columns import ERROR_COLUMN, RAW_TAGS_COLUMN, RAW_TAGS_TYPE
+from instag_hf.datasets_internals import batch_table
 from instag_hf.errors import ConfigurationError
 from instag_hf.tagging.client import Answer
 from instag_hf.tagging.rows import RowFormat, RowQueries
 
 
 def columns_of(batch: Any) -> tuple[list[str], pa.Table | None]:
-    table = getattr(batch, "pa_table", None)  # datasets' LazyBatch carries its Arrow table
+    table = batch_table(batch)  # datasets' LazyBatch carries its Arrow table
     if isinstance(batch, pa.Table):
         table = batch
     if table is not None:

@@ -219,13 +219,12 @@ class TaggingClient:
                 path, body = build_request(info.kind, info.model_id, prompt, raw, params, self.schema, form)
                 self.stats.requests += 1
                 sent_at = time.monotonic()
-                status, payload, retry_after, error, token_headers = await post(
-                    session, info.url + path, body, self.timeout, self.auth.headers_for(info.url)
-                )
+                reply = await post(session, info.url + path, body, self.timeout, self.auth.headers_for(info.url))
+            status, error, retry_after = reply.status, reply.error, reply.retry_after
             if error is None:
-                text = read_reply(path, payload)
+                text = read_reply(path, reply.payload)
                 if text is not None:
-                    self.stats.count_usage(read_usage(payload, token_headers))
+                    self.stats.count_usage(read_usage(reply.payload, reply.token_headers))
                     self.pool.succeeded(slot)
                     self._last_success = time.monotonic()
                     self._failures.clear()

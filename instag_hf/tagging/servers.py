@@ -23,8 +23,8 @@ import asyncio
 import concurrent.futures
 import json
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -279,10 +279,29 @@ def _error_text(payload: Any, raw: bytes) -> str:
     return raw[:200].decode("utf-8", "replace")
 
 
+@dataclass(frozen=True)
+class Reply:
+    """What one POST came back with.
+
+    Args:
+        status: The HTTP status; None when no answer came (refused, dropped, timed out).
+        payload: The decoded JSON body, None when there was none or it was not JSON.
+        retry_after: Seconds the server asked to wait (``Retry-After``), if it did.
+        error: What went wrong (the server's error text, or the connection's), None on success.
+        token_headers: TGI's ``x-prompt-tokens`` / ``x-generated-tokens`` headers, when sent.
+    """
+
+    status: int | None
+    payload: Any = None
+    retry_after: float | None = None
+    error: str | None = None
+    token_headers: Mapping[str, str] = field(default_factory=dict)
+
+
 async def post(
     session: aiohttp.ClientSession, url: str, body: dict, timeout: float, headers: dict[str, str] | None = None
-) -> tuple[int | None, Any, float | None, str | None, dict[str, str]]:
-    """POST ``body``; returns (status, decoded JSON or None, Retry-After, error text, token headers)."""
+) -> Reply:
+    """POST ``body`` and read the answer; a failed connection is a :class:`Reply` too, never raised."""
     try:
         async with session.post(url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             raw = await resp.read()
@@ -293,13 +312,13 @@ async def post(
                 payload = None
             if resp.status >= 400:
                 # The error text may become a row's instag_error: valid UTF-8 only.
-                return resp.status, payload, retry_after, valid_text(_error_text(payload, raw)), {}
+                return Reply(resp.status, payload, retry_after, valid_text(_error_text(payload, raw)))
             tokens = {k: resp.headers[k] for k in ("x-prompt-tokens", "x-generated-tokens") if k in resp.headers}
-            return resp.status, payload, retry_after, None, tokens
+            return Reply(resp.status, payload, retry_after, None, tokens)
     except asyncio.TimeoutError:
-        return None, None, None, f"timed out after {timeout:g}s", {}
+        return Reply(None, error=f"timed out after {timeout:g}s")
     except (aiohttp.ClientError, OSError) as error:
-        return None, None, None, f"{type(error).__name__}: {error}".rstrip(": "), {}
+        return Reply(None, error=f"{type(error).__name__}: {error}".rstrip(": "))
 
 
 # Servers this process started and watches (``instag_hf.local_llm``) report here when their

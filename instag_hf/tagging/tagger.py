@@ -19,6 +19,7 @@ result instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -35,8 +36,6 @@ from instag_hf.tagging.batch import assemble, columns_of, fit_query, query_colum
 from instag_hf.tagging.cache import RequestCache
 from instag_hf.tagging.client import Answer, TaggingClient
 from instag_hf.tagging.progress import TaggingProgress, TaggingStats
-from instag_hf.tagging.prompts import MAX_NEW_TOKENS, PromptTemplate, get_template
-from instag_hf.tagging.retry import RetryPolicy
 from instag_hf.tagging.rows import (
     RowFormat,
     RowQueries,
@@ -44,8 +43,8 @@ from instag_hf.tagging.rows import (
     extract_queries,
 )
 from instag_hf.tagging.runtime import Runtime
-from instag_hf.tagging.servers import ConnectorFactory, ServerInfo, detect_servers, identities, usable_servers
-from instag_hf.tagging.settings import TaggerSettings, parse_endpoints
+from instag_hf.tagging.servers import ServerInfo, detect_servers, usable_servers
+from instag_hf.tagging.settings import SETTINGS, TaggerSettings, parse_endpoints, settings_doc, settings_from
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -59,73 +58,25 @@ _NO_ENDPOINT = (
 )
 
 
-def _setting(name: str) -> Any:
-    return property(lambda self: getattr(self.settings, name), doc=f"The ``{name}`` setting (read-only).")
-
-
 class Tagger:
     """A batched map function that tags user queries through TGI, vLLM, SGLang, llama.cpp,
     an OpenAI-compatible API or Hugging Face Inference Providers.
 
+    Every keyword but ``api_key`` and ``headers`` is a setting of
+    :class:`~instag_hf.tagging.settings.TaggerSettings`, read from its fields (so this list,
+    ``instag tag --help`` and the refresh config's keys cannot drift apart), and readable back
+    as an attribute (``tagger.model``).
+
     Args:
-        endpoint: Base URL of the server (a trailing ``/v1`` is fine), or several (a list or
-            a comma-separated string) to spread the load over. None reads
-            ``INSTAG_ENDPOINT`` when tagging starts.
-        model: The model to ask, for a server that lists several (``GET /v1/models``); a
-            server with one model needs none. Part of the cache identity.
-        server: Force the server kind (``"tgi"``, ``"vllm"``, ``"sglang"``, ``"openai"``,
-            ``"llamacpp"``) and so its structured-output form; detected by default.
-        provider: Tag through Hugging Face Inference Providers: ``"auto"`` lets the router
-            choose, or a provider name (``"together"``, ...). Needs ``model``; the endpoint
-            is the router (``INSTAG_ROUTER_URL`` overrides its URL) and the key your Hub token.
         api_key: Key sent as ``Authorization: Bearer`` to every endpoint. It stays in this
             process: ``num_proc`` workers need ``api_key_env`` or ``INSTAG_API_KEY``.
-        api_key_env: Name of the environment variable holding the key (read when tagging
-            starts, in every worker). Default: ``INSTAG_API_KEY`` if set. Without any key,
-            your Hugging Face token goes to Hugging Face's inference hosts only.
-        template: ``"paper"`` (default, the paper's prompt byte-exact), ``"instagger"``
-            (InsTagger's Vicuna prompt), a custom text with ``{query}``, or a
-            :class:`~instag_hf.tagging.prompts.PromptTemplate`.
-        format: Force the row format (``"sharegpt"``, ``"messages"``, ``"alpaca"``,
-            ``"prompt"``); detected from the columns by default.
-        column: Force the column that holds the queries.
-        max_new_tokens: Generation budget per answer.
-        answer: ``"paper"`` (default): the paper's answer form, a list of ``{"tag",
-            "explanation"}``. ``"tags"``: a list of tag titles only (the built-in prompt's
-            answer format reworded, the JSON schema a list of strings), about half the
-            generated tokens; ``explanation`` is then ``""`` in ``instag_raw_tags``. Part of
-            the fingerprint and the cache key.
-        concurrency: Cap on requests in flight per endpoint (the server's own
-            ``max_concurrent_requests`` is never exceeded either way).
-        timeout: Seconds before one request is abandoned and retried, > 0 (default
-            ``INSTAG_REQUEST_TIMEOUT``, read when tagging starts, or 120).
-        retry: The :class:`~instag_hf.tagging.retry.RetryPolicy` for failed requests.
-        parse_retries: How many times an answer with no recoverable tag is asked again
-            (sampling, seeded) before it becomes the row's ``instag_error``.
-        long_queries: ``"truncate"`` (default) cuts a query that cannot fit the server's
-            input limit (TGI's ``/info``) and says so in ``instag_error``; ``"error"`` sends
-            nothing for it and sets ``instag_error``.
-        fail_fast_seconds: Stop the whole map with :class:`~instag_hf.errors.EndpointError`
-            once no endpoint has answered for this many seconds while requests fail
-            (refused, dropped or timed-out connections, 429 and 5xx), however few attempts
-            that was, instead of marking every remaining row failed. A server restart
-            shorter than this is ridden out by retries. A hung server (connections accepted,
-            no answer) is noticed when its requests time out: the map stops after at most
-            ``timeout`` + ``fail_fast_seconds`` (150 s with the defaults). A server started
-            by :mod:`instag_hf.local_llm` that exits stops the map at once.
-        fail_fast_after: Deprecated, no effect: attempts are no longer counted (an endpoint
-            with few slots, or set aside, makes too few of them to decide anything).
-        cache: True (default, unless ``INSTAG_CACHE=0``) keeps every answer in the on-disk
-            request cache, a folder path puts the cache there, False turns it off.
-        progress: Show a progress bar; None follows ``datasets``' progress-bar switch.
         headers: Extra HTTP headers for every request. They may be secrets: never hashed,
             pickled or logged, so ``num_proc`` workers do not get them either.
-        connector: A zero-argument callable returning the ``aiohttp`` connector of each
-            session (one per event loop, detection included): a custom DNS resolver
-            (``aiohttp.TCPConnector(resolver=...)``), a private CA (``ssl=...``), a proxy.
-            Default ``aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)``; keep ``limit=0``,
-            the endpoint pool bounds concurrency. Must pickle for ``num_proc``
-            (a module-level function or a ``functools.partial`` of one).
+        {settings}
+
+    Raises:
+        TypeError: A keyword is not a setting.
+        ConfigurationError: A value is invalid, or contradicts another.
 
     Example:
         >>> tagger = Tagger("http://127.0.0.1:8080")  # doctest: +SKIP
@@ -136,58 +87,12 @@ class Tagger:
         self,
         endpoint: str | Sequence[str] | None = None,
         *,
-        model: str | None = None,
-        server: str | None = None,
-        provider: str | None = None,
         api_key: str | None = None,
-        api_key_env: str | None = None,
-        template: str | PromptTemplate = "paper",
-        format: str | None = None,
-        column: str | None = None,
-        max_new_tokens: int = MAX_NEW_TOKENS,
-        answer: str = "paper",
-        concurrency: int | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | None = None,
-        parse_retries: int = 1,
-        long_queries: str = "truncate",
-        fail_fast_after: int | None = None,
-        fail_fast_seconds: float = 30.0,
-        cache: bool | str | os.PathLike[str] = True,
-        progress: bool | None = None,
         headers: Mapping[str, str] | None = None,
-        connector: ConnectorFactory | None = None,
+        **settings: Any,
     ) -> None:
         # Nothing here reads the environment: the ready-made ``tag`` is built at import.
-        if fail_fast_after is not None:
-            warnings.warn(
-                "Tagger(fail_fast_after=...) has no effect any more: the map stops once no endpoint has "
-                "answered for fail_fast_seconds, however many attempts that was",
-                FutureWarning,
-                stacklevel=2,
-            )
-        settings = TaggerSettings(
-            endpoints=parse_endpoints(endpoint),
-            model=model,
-            server=server,
-            provider=provider,
-            template=get_template(template),
-            format=format,
-            column=column,
-            max_new_tokens=max_new_tokens,
-            answer=answer,
-            parse_retries=parse_retries,
-            long_queries=long_queries,
-            concurrency=concurrency,
-            timeout=timeout,
-            retry=retry or RetryPolicy(),
-            fail_fast_seconds=fail_fast_seconds,
-            cache=cache if isinstance(cache, bool) else os.fspath(cache),
-            progress=progress,
-            api_key_env=api_key_env,
-            connector=connector,
-        )
-        self._configure(settings, api_key=api_key, headers=headers)
+        self._configure(settings_from({"endpoint": endpoint, **settings}), api_key=api_key, headers=headers)
 
     def _configure(self, settings: TaggerSettings, *, api_key: str | None, headers: Mapping[str, str] | None) -> None:
         if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
@@ -199,6 +104,8 @@ class Tagger:
         self.settings = settings
         self._api_key = api_key.strip() if api_key else None  # secrets: never in the settings
         self._headers = dict(headers) if headers else None
+        # What answers at each endpoint list, for the fingerprint: asked once, kept across forks.
+        self._served: dict[tuple[str, ...], dict[str, Any]] = {}
         self._reset_runtime()
 
     @classmethod
@@ -214,23 +121,19 @@ class Tagger:
         tagger._configure(settings, api_key=api_key, headers=headers)
         return tagger
 
-    # Read-only views of the settings, under the names Tagger takes them by.
-    model = _setting("model")
-    server = _setting("server")
-    provider = _setting("provider")
-    template = _setting("template")
-    format = _setting("format")
-    column = _setting("column")
-    max_new_tokens = _setting("max_new_tokens")
-    answer = _setting("answer")
-    parse_retries = _setting("parse_retries")
-    long_queries = _setting("long_queries")
-    concurrency = _setting("concurrency")
-    retry = _setting("retry")
-    fail_fast_seconds = _setting("fail_fast_seconds")
-    progress = _setting("progress")
-    api_key_env = _setting("api_key_env")
-    connector = _setting("connector")
+    def __getattr__(self, name: str) -> Any:
+        # Read-only views of the settings, under the names Tagger takes them by (tagger.model).
+        setting = SETTINGS.get(name) if not name.startswith("_") and name != "settings" else None
+        if setting is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(self.settings, setting.name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in SETTINGS:
+            raise AttributeError(
+                f"Tagger.{name} is read-only: Tagger.from_settings(dataclasses.replace(tagger.settings, ...))"
+            )
+        super().__setattr__(name, value)
 
     # -- configuration -----------------------------------------------------------------
 
@@ -244,7 +147,7 @@ class Tagger:
         """
         if self.settings.provider is not None:
             return (base_url(env.router_url()),)
-        return self.settings.endpoints or parse_endpoints(env.endpoints_from_env() or None)
+        return self.settings.endpoints or parse_endpoints(env.endpoints_variable(), env.ENV_ENDPOINT)
 
     @property
     def request_model(self) -> str | None:
@@ -293,33 +196,55 @@ class Tagger:
         return {**self._served_by(), **self.settings.output_fields()}
 
     def _served_by(self) -> dict[str, Any]:
-        """The endpoints and what answers there now: server kind, model and model revision.
+        """The endpoints and what answers there: server kind, model and model revision.
 
         Part of the fingerprint, so a map is never reused once another model answers at the
-        same URL (the request cache already keys on the model). Asked afresh each time the
-        Tagger is hashed, with the Tagger's headers, which never enter the result.
+        same URL (the request cache already keys on the model). Asked once per Tagger and
+        endpoint list (or taken from what tagging already asked), then reused: pickling it
+        again, for a later hash or a ``num_proc`` worker, sends nothing, nor does pickling
+        a copy. A new Tagger asks afresh, so it sees a model swapped behind the URL.
         """
         try:
             endpoints = self.endpoints
-            if not endpoints:
-                return {"endpoints": []}
-            infos = self._detect(endpoints, warn=False)
-        except InstagError as error:
-            # Nothing to name: a fingerprint no map has had, so nothing is reused; the map's
-            # first batch raises the error itself, with the same message.
-            logger.debug("Could not tell what answers at the endpoints (%s): the map will not reuse a result", error)
-            return {"endpoints": list(self.settings.endpoints), "unresolved": secrets.token_hex(8)}
+        except InstagError as error:  # INSTAG_ENDPOINT is not a URL: the map raises it too
+            return self._unresolved(self.settings.endpoints, error)
+        if not endpoints:
+            return {"endpoints": []}
         with self._lock:
-            known = self._infos.get(endpoints)
-            if known is None or identities(known) != identities(infos):  # a model, not an endpoint count
-                # Another model now: tagging must use it. The same model keeps the limits
-                # first detected; the pool adapts to the live ones.
-                self._infos[endpoints] = infos
-                missing = sorted(set(endpoints) - {info.url for info in infos})
-                if missing:
-                    logger.warning("Tagging endpoint(s) %s do not answer; left out of this run.", ", ".join(missing))
+            known = self._served.get(endpoints)
+        if known is None:
+            known = self._ask_identity(endpoints)
+            with self._lock:
+                known = self._served.setdefault(endpoints, known)
+        return known
+
+    def _ask_identity(self, endpoints: tuple[str, ...]) -> dict[str, Any]:
+        with self._lock:
+            infos = self._infos.get(endpoints)
+        if infos is None:
+            try:
+                infos = self._detect(endpoints, warn=False)
+            except InstagError as error:
+                return self._unresolved(endpoints, error)
+            with self._lock:
+                infos = self._infos.setdefault(endpoints, infos)  # tagging reuses what hashing asked
+            missing = sorted(set(endpoints) - {info.url for info in infos})
+            if missing:
+                logger.warning("Tagging endpoint(s) %s do not answer; left out of this run.", ", ".join(missing))
         named = list(endpoints) if self.settings.provider is None else []  # the router: named by provider
         return {"endpoints": named, "servers": sorted({info.identity for info in infos})}
+
+    def _unresolved(self, endpoints: Sequence[str], error: InstagError) -> dict[str, Any]:
+        # A fingerprint no map has had, so nothing is reused; the map's first batch raises
+        # the error itself. Said out loud: datasets' own warning would only say "random hash".
+        where = ", ".join(endpoints) or f"the endpoint in {env.ENV_ENDPOINT}"
+        warnings.warn(
+            f"Could not ask {where} which model it serves ({error}): this Tagger's map fingerprint is "
+            "random, so datasets will not reuse a cached result of the map",
+            UserWarning,
+            stacklevel=3,
+        )
+        return {"endpoints": list(self.settings.endpoints), "unresolved": secrets.token_hex(8)}
 
     def __getstate__(self) -> dict[str, Any]:
         # The endpoints as resolved now (INSTAG_ENDPOINT included), so workers tag where the
@@ -329,6 +254,11 @@ class Tagger:
     def __setstate__(self, state: dict[str, Any]) -> None:
         settings = TaggerSettings.from_state(state, state["endpoints"])
         self._configure(settings, api_key=None, headers=None)
+        # A copy hashes as its original did, without asking the server again.
+        served: dict[str, Any] = {key: state[key] for key in ("endpoints", "servers", "unresolved") if key in state}
+        with contextlib.suppress(InstagError):
+            if "servers" in served or "unresolved" in served:
+                self._served[self.endpoints] = served
 
     def __repr__(self) -> str:
         # Never the key: a repr ends up in logs, tracebacks and datasets' fingerprint warnings.
@@ -384,7 +314,7 @@ class Tagger:
             return self._auths[endpoints]
 
     def _server_infos(self, endpoints: tuple[str, ...]) -> list[ServerInfo]:
-        # Detected once per process, and again whenever the Tagger is hashed (_served_by);
+        # Detected once per process (or taken from what hashing asked, _served_by);
         # keyed by endpoints since INSTAG_ENDPOINT may change.
         auth = self._auth(endpoints)  # outside the lock: _auth takes it
         with self._lock:
@@ -514,6 +444,9 @@ class Tagger:
             self._runtime.progress = TaggingProgress.create(self.settings.progress, self._stats)
         return self._runtime.progress
 
+
+if Tagger.__doc__:  # None under python -OO
+    Tagger.__doc__ = Tagger.__doc__.replace("        {settings}", settings_doc())
 
 #: The ready-made map function: ``ds.map(instag_hf.tag, batched=True)``, endpoint from
 #: ``INSTAG_ENDPOINT``. A coroutine function, so batches overlap (see the module docstring).

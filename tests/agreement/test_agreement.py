@@ -377,7 +377,7 @@ def test_two_tag_columns_of_one_dataset():
     assert result.per_turn == []  # plain tag lists carry no turns
     with pytest.raises(ConfigurationError, match="name both"):
         instag_hf.compare(ds, column_a="small")
-    with pytest.raises(MissingColumnError, match="no tag column 'nope'"):
+    with pytest.raises(MissingColumnError, match="no 'nope' column"):
         instag_hf.compare(ds, ds, column_a="nope", mode="exact")
 
 

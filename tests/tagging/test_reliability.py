@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import re
 import signal
 import sqlite3
@@ -13,9 +14,11 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 
 import datasets
 import pytest
+from datasets.fingerprint import Hasher
 
 from instag_hf import Tagger
 from instag_hf.errors import EndpointError
@@ -376,8 +379,10 @@ def test_a_model_swapped_behind_the_url_is_not_mistaken_for_the_old_one(tgi, req
     swapped = ds.map(Tagger(tgi.url, cache=request_cache_dir, progress=False).atag, batched=True)
     assert tgi.stats()["requests"] == 5  # neither datasets' cache nor the request cache answered
     assert swapped._fingerprint != first._fingerprint
-    again = ds.map(tagger.atag, batched=True)  # the Tagger that saw the first model notices the swap too
-    assert again._fingerprint == swapped._fingerprint and tgi.stats()["requests"] == 5
+    # The Tagger that saw the first model asked once and keeps it (pickling sends nothing): a
+    # swap behind the URL is for a new Tagger to notice, as above.
+    again = ds.map(tagger.atag, batched=True)
+    assert again._fingerprint == first._fingerprint and tgi.stats()["requests"] == 5
 
     tgi.set_knobs(model_id=first_model)  # the first model is back: its map result is reused
     tgi.reset()
@@ -385,14 +390,27 @@ def test_a_model_swapped_behind_the_url_is_not_mistaken_for_the_old_one(tgi, req
     assert tgi.stats()["requests"] == 0 and back._fingerprint == first._fingerprint
 
 
-def test_a_synchronous_tagger_notices_a_swapped_model_between_maps(tgi, request_cache_dir):
-    # The synchronous path keeps its client (and its event loop) from one map to the next.
-    tagger = Tagger(tgi.url, cache=request_cache_dir, progress=False)
-    prompts(3, "sync swap ").map(tagger, batched=True)
-    tgi.set_knobs(model_id="another-org/another-model")
-    tgi.reset()
-    prompts(3, "sync swap ").map(tagger, batched=True)  # in memory: only the request cache could answer
-    assert tgi.stats()["requests"] == 3 and tagger.stats.cache_hits == 0
+def test_pickling_asks_the_server_once_per_tagger_and_a_copy_never(tgi):
+    tagger = Tagger(tgi.url, cache=False, progress=False)
+    first = Hasher.hash(tagger)
+    asked = tgi.stats()["routes"].get("/info", 0)
+    assert asked == 1
+    copy = pickle.loads(pickle.dumps(tagger))
+    assert Hasher.hash(tagger) == Hasher.hash(copy) == first
+    prompts(3, "asked once ").map(tagger, batched=True)  # tagging reuses what hashing asked
+    assert tgi.stats()["routes"].get("/info", 0) == asked
+    assert Hasher.hash(Tagger(tgi.url, cache=False, progress=False)) == first  # same model: same fingerprint
+
+
+def test_an_unreachable_server_is_named_when_the_fingerprint_cannot_name_its_model():
+    dead = "http://127.0.0.1:9"  # the discard port: nothing listens
+    tagger = Tagger(dead, cache=False, progress=False, timeout=2)
+    with pytest.warns(UserWarning, match=rf"Could not ask {dead} which model it serves .*fingerprint is random"):
+        fingerprint = Hasher.hash(tagger)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # asked once: the same Tagger hashes the same, silently
+        assert Hasher.hash(tagger) == fingerprint
+    assert Hasher.hash(pickle.loads(pickle.dumps(tagger))) == fingerprint
 
 
 @pytest.mark.parametrize("damage", ["not-a-database", "malformed"])

@@ -8,12 +8,16 @@ from pathlib import Path
 
 import datasets
 import pytest
+from click.testing import CliRunner
 from datasets.fingerprint import Hasher
 
 from instag_hf import Tagger
+from instag_hf.cli import main
+from instag_hf.cli.options import TAGGER_ARGS
 from instag_hf.errors import ConfigurationError
+from instag_hf.refresh.config import TAGGER_KEYS
 from instag_hf.tagging.prompts import PromptTemplate
-from instag_hf.tagging.settings import TaggerSettings
+from instag_hf.tagging.settings import SETTINGS, TaggerSettings, parse_endpoints, public_name, setting
 
 QUERIES = {"prompt": [f"Explain topic number {i} in detail" for i in range(8)]}
 
@@ -105,3 +109,51 @@ def test_cache_setting_names_the_folder_answers_land_in(tgi, tmp_path):
     tagger = Tagger.from_settings(TaggerSettings(endpoints=tgi.url, cache=folder))
     datasets.Dataset.from_dict(QUERIES).map(tagger, batched=True)
     assert folder.is_dir() and any(folder.iterdir())
+
+
+# ------------------------------------------------------------------ each setting declared once
+
+
+def test_every_setting_is_a_tagger_keyword_an_attribute_and_a_docstring_entry():
+    tagger = Tagger(**{name: getattr(TaggerSettings(), field.name) for name, field in SETTINGS.items()})
+    for name, field in SETTINGS.items():
+        assert field.metadata["help"], f"{name} has no help"
+        assert f"\n        {name}: " in Tagger.__doc__, f"{name} is not in Tagger's docstring"
+        if name not in ("endpoint", "timeout"):  # Tagger's own views: the resolved values
+            assert getattr(tagger, name) == getattr(tagger.settings, field.name)
+    with pytest.raises(TypeError, match="Unknown tagger setting"):
+        Tagger(no_such_setting=1)
+
+
+def test_the_cli_options_and_the_refresh_keys_come_from_the_fields():
+    help_text = CliRunner().invoke(main, ["tag", "--help"], terminal_width=200).output
+    on_cli = [name for name, field in SETTINGS.items() if field.metadata["option"] is not None]
+    assert set(on_cli) <= set(TAGGER_ARGS)
+    for name in on_cli:
+        assert f"--{name.replace('_', '-')}" in help_text
+    in_config = [name for name, field in SETTINGS.items() if field.metadata["config"]]
+    assert list(TAGGER_KEYS) == in_config
+
+
+def test_a_new_setting_is_one_field(tmp_path):
+    # What issue 20's `answer` needs: one field (at the end, so old fingerprints stay), and
+    # Tagger(...), --help, the config keys and the settings hash follow. Built here as a
+    # subclass so the test declares it exactly as settings.py would.
+    @dataclasses.dataclass(frozen=True)
+    class WithAnswer(TaggerSettings):
+        answer: str = setting("paper", output=True, help="What the model answers.", option={}, config=True)
+
+    answer = dataclasses.fields(WithAnswer)[-1]
+    assert public_name(answer) == "answer" and answer.metadata["decides_output"]
+    assert WithAnswer(answer="tags").output_fields()["answer"] == "tags"
+    assert "answer" not in TaggerSettings().output_fields()
+
+
+def test_one_endpoint_parser_for_every_way_in(monkeypatch):
+    assert parse_endpoints(" http://a:1/v1/ ,, https://b ") == ("http://a:1", "https://b")
+    with pytest.raises(ConfigurationError, match="INSTAG_ENDPOINT '127.0.0.1:8080' is not an http"):
+        parse_endpoints("127.0.0.1:8080", "INSTAG_ENDPOINT")
+    with pytest.raises(ConfigurationError, match="must not carry credentials"):
+        parse_endpoints(["http://user:key@host:1"])
+    monkeypatch.setenv("INSTAG_ENDPOINT", "http://c:3/v1")
+    assert Tagger().endpoints == ("http://c:3",)

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
-from scipy import sparse
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +88,8 @@ def mine_rules(
     # ~20 GiB. With one item per side a rule needs only pair counts, which a sparse
     # co-occurrence product gives exactly, in memory linear in the pairs that occur.
     # tests/normalization/test_normalization.py checks the rules equal mlxtend's on random data.
+    from scipy import sparse  # late: `import instag_hf` needs no [normalize] extra
+
     counts = np.bincount(items, minlength=n_items).astype(np.int64)
     # Items below the support threshold are in no frequent pair.
     keep = counts[items] >= min_support

@@ -15,6 +15,8 @@ import re
 from functools import lru_cache
 from typing import Any
 
+from instag_hf.extras import require
+
 # Unicode-aware: letters and digits of any script are words, everything else (punctuation,
 # symbols, underscore, whitespace) separates words. An ASCII-only class would erase tags
 # written in other scripts.
@@ -42,6 +44,7 @@ def _stemmer() -> Any:
     # Imported on first use: importing nltk takes most of a second, and `import instag_hf`
     # should not pay it. The Porter stemmer needs no NLTK data download and keeps no
     # per-call state, so one instance serves every call.
+    require("normalize", "nltk", step="Rule aggregation (Porter stemming)")
     from nltk.stem.porter import PorterStemmer
 
     return PorterStemmer()
