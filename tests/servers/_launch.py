@@ -137,3 +137,36 @@ def spawn_server(
         stderr.close()
         raise RuntimeError(message)
     return TGIServerHandle(process, line.split(" ", 1)[1].strip(), stderr, cafile)
+
+
+async def serve_until_stopped(
+    app: Any, host: str, port: int, exit_with_stdin: bool, tls: tuple[str, str] | None = None
+) -> None:
+    """Serve an aiohttp ``app`` on ``host:port`` until SIGTERM/SIGINT (or EOF on stdin), printing
+    the ``READY <url>`` line :func:`spawn_server` waits for. One loop for every loopback server."""
+    import asyncio
+    import signal
+
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    context = None
+    if tls is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*tls)
+    # A deep backlog: benchmarks open 128+ connections at once and must not wait on SYN retries.
+    await web.TCPSite(runner, host, port, backlog=4096, ssl_context=context).start()
+    print(f"READY {'https' if tls else 'http'}://{host}:{runner.addresses[0][1]}", flush=True)
+    loop, stop = asyncio.get_running_loop(), asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if exit_with_stdin:  # the parent holds our stdin: EOF means it died without stopping us
+
+        def wait_for_eof() -> None:
+            sys.stdin.read()
+            loop.call_soon_threadsafe(stop.set)
+
+        threading.Thread(target=wait_for_eof, daemon=True).start()
+    await stop.wait()
+    await runner.cleanup()

@@ -36,9 +36,6 @@ import asyncio
 import hashlib
 import itertools
 import json
-import signal
-import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -49,7 +46,7 @@ from jsonschema import Draft202012Validator
 
 from tests.servers import _tgi_model as model
 from tests.servers._batch_lines import result_line, run_lines
-from tests.servers._launch import TGIServerHandle, spawn_server
+from tests.servers._launch import TGIServerHandle, serve_until_stopped, spawn_server
 from tests.servers._tgi_protocol import openapi_to_jsonschema
 
 SPEC = json.loads((Path(__file__).parent / "openai_batch_openapi.json").read_text(encoding="utf-8"))
@@ -315,22 +312,7 @@ def start_batch_server(*, timeout: float = 30.0, **knobs: Any) -> TGIServerHandl
 
 
 async def _serve(host: str, port: int, knobs: BatchKnobs, exit_with_stdin: bool) -> None:
-    runner = web.AppRunner(BatchServer(knobs).app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    print(f"READY http://{host}:{runner.addresses[0][1]}", flush=True)
-    loop, stop = asyncio.get_running_loop(), asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if exit_with_stdin:  # the parent holds our stdin: EOF means it died without stopping us
-
-        def wait_for_eof() -> None:
-            sys.stdin.read()
-            loop.call_soon_threadsafe(stop.set)
-
-        threading.Thread(target=wait_for_eof, daemon=True).start()
-    await stop.wait()
-    await runner.cleanup()
+    await serve_until_stopped(BatchServer(knobs).app(), host, port, exit_with_stdin)
 
 
 def main(argv: list[str] | None = None) -> None:

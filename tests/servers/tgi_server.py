@@ -73,10 +73,7 @@ import asyncio
 import json
 import logging
 import random
-import signal
-import ssl
 import sys
-import threading
 import time
 from collections import Counter
 from dataclasses import asdict, fields
@@ -87,7 +84,7 @@ from aiohttp import web
 from tests.servers import _openai_protocol as openai
 from tests.servers import _tgi_model as model
 from tests.servers._knobs import FAULT_KINDS, REPO_ROOT, Knobs
-from tests.servers._launch import TGIServerHandle, start_tgi_server
+from tests.servers._launch import TGIServerHandle, serve_until_stopped, start_tgi_server
 from tests.servers._tgi_protocol import CHAT, REQUEST_SCHEMAS, VERSION, Job, body_problem, request_validators
 
 __all__ = ["FAULT_KINDS", "REPO_ROOT", "Knobs", "TGIServer", "TGIServerHandle", "main", "start_tgi_server"]
@@ -335,28 +332,7 @@ class TGIServer(openai.ChatRoutes):
 async def _serve(
     host: str, port: int, knobs: Knobs, exit_with_stdin: bool = False, tls: tuple[str, str] | None = None
 ) -> None:
-    app = TGIServer(knobs).app()
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
-    context = None
-    if tls is not None:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(*tls)
-    # A deep backlog: benchmarks open 128+ connections at once and must not wait on SYN retries.
-    await web.TCPSite(runner, host, port, backlog=4096, ssl_context=context).start()
-    print(f"READY {'https' if tls else 'http'}://{host}:{runner.addresses[0][1]}", flush=True)
-    loop, stop = asyncio.get_running_loop(), asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if exit_with_stdin:  # the parent holds our stdin: EOF means it died without stopping us
-
-        def wait_for_eof() -> None:
-            sys.stdin.read()
-            loop.call_soon_threadsafe(stop.set)
-
-        threading.Thread(target=wait_for_eof, daemon=True).start()
-    await stop.wait()
-    await runner.cleanup()
+    await serve_until_stopped(TGIServer(knobs).app(), host, port, exit_with_stdin, tls)
 
 
 def _cli_value(text: str) -> Any:
