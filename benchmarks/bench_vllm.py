@@ -154,7 +154,7 @@ def main() -> None:
             )  # llama.cpp answers one request at a time: two in flight keep it busy, as in the demo
         print(f"instag tag -> llama.cpp server: {generated:,} generated tokens in {seconds:.1f} s ", end="")
         print(
-            f"({requests} requests): {generated / seconds:.0f} tokens/s ({http_rate / (generated / seconds):.1f}x slower)"
+            f"({requests} requests): {generated / seconds:.0f} tokens/s (vLLM over HTTP: {http_rate / (generated / seconds):.1f}x this rate)"
         )
     print(f"load average: {os.getloadavg()[0]:.1f}; files in {work}")
 
