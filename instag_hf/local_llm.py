@@ -118,21 +118,22 @@ class LocalServer:
     def stop(self) -> None:
         """Stop the server and every process it started (its process group); idempotent."""
         self._stopping = True
-        _signal_group(self.process, signal.SIGTERM)
+        signal_group(self.process, signal.SIGTERM)
         try:
             self.process.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
         # vLLM's engine core is a child process: it must not outlive the API server.
-        _signal_group(self.process, signal.SIGKILL)
+        signal_group(self.process, signal.SIGKILL)
 
 
 #: The llama.cpp launcher's server (the name predates :class:`LocalServer`).
 LlamaCppServer = LocalServer
 
 
-def _signal_group(process: subprocess.Popen[bytes], number: signal.Signals) -> None:
+def signal_group(process: subprocess.Popen[bytes], number: signal.Signals) -> None:
+    """Send ``number`` to the process group ``process`` leads; nothing if the group is gone."""
     try:
         os.killpg(process.pid, number)  # the server leads its own group (start_new_session)
     except (ProcessLookupError, PermissionError):

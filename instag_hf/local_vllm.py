@@ -43,7 +43,7 @@ from filelock import FileLock
 
 from instag_hf import env
 from instag_hf.errors import ConfigurationError, EndpointError
-from instag_hf.local_llm import LocalServer, free_port, launch, log_tail, smollm2_gguf
+from instag_hf.local_llm import LocalServer, free_port, launch, log_tail, signal_group, smollm2_gguf
 
 logger = logging.getLogger(__name__)
 
@@ -298,8 +298,7 @@ def run_batch(
         if process.poll() is None:
             process.kill()
             process.wait()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+        signal_group(process, signal.SIGKILL)  # what the runner started goes too
     if code != 0:
         why = f"did not finish within {timeout:g}s" if code is None else f"failed (exit code {code})"
         raise EndpointError(f"vLLM run-batch {why}; its log ({log}) ends with:\n{log_tail(log)}")
