@@ -22,7 +22,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from instag_hf.analysis.tagsets import AnyDataset, Vocabulary, iter_encoded_batches
+from instag_hf.analysis.tagsets import AnyDataset, iter_local_batches, merge_vocabularies
 from instag_hf.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -224,14 +224,18 @@ def analyze(
 
 
 def _count(ds: AnyDataset, tag_column: str) -> tuple[np.ndarray, list[str], np.ndarray]:
-    vocabulary = Vocabulary()
-    counts = np.zeros(0, dtype=np.int64)
+    # Counted per batch under the batch's own ids; only the batches' distinct tags are merged.
+    distinct, local_counts = [], []
     histogram = np.zeros(1, dtype=np.int64)
-    for lengths, ids in iter_encoded_batches(ds, tag_column, vocabulary):
-        counts = _add(counts, np.bincount(ids, minlength=len(vocabulary)))
-        histogram = _add(histogram, np.bincount(lengths))
-    counts = _add(counts, np.zeros(len(vocabulary), dtype=np.int64))
-    return counts, list(vocabulary.tags()), histogram
+    for batch in iter_local_batches(ds, tag_column):
+        local_counts.append(np.bincount(batch.ids, minlength=len(batch.distinct)))
+        distinct.append(batch.distinct)
+        histogram = _add(histogram, np.bincount(batch.lengths))
+    vocabulary, remaps = merge_vocabularies(distinct)
+    counts = np.zeros(len(vocabulary), dtype=np.int64)
+    for remap, part in zip(remaps, local_counts):
+        counts[remap] += part  # a batch's tags are distinct: no id twice in remap
+    return counts, vocabulary.to_pylist(), histogram
 
 
 def _add(total: np.ndarray, part: np.ndarray) -> np.ndarray:

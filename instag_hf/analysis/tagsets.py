@@ -3,8 +3,8 @@
 Rows are read as Arrow batches and turned into numpy arrays: per row the number of tags,
 and per tag occurrence an integer tag id (ids index a vocabulary in order of first
 appearance). Nothing here builds per-row Python objects, so memory grows with the number
-of tag occurrences (4 bytes each), not with Python lists. Arrow hashes the next batches'
-strings in worker threads while the current batch is finished.
+of tag occurrences (4 bytes each), not with Python lists. Batches are hashed in worker
+threads, each on its own, and merged into one vocabulary in row order.
 
 A row's tags are treated as a set: null items are dropped and a tag repeated inside one row
 is kept once (``instag_tags`` is already de-duplicated by the normalizer; other columns
@@ -37,11 +37,6 @@ AnyDataset: TypeAlias = Dataset | IterableDataset
 #: (~0.15 ms at 6.6K tags), so fewer batches read faster (1M rows: 77 ms at 262K rows per
 #: batch, 83 ms at 64K); the strings of one batch stay ~20 MB at 4.5 tags per row.
 BATCH_SIZE = 262_144
-
-#: Chunks shorter than this on average are combined before encoding (see ``_checked``).
-_MIN_CHUNK_ROWS = 65_536
-
-#: Which step of the chain writes each of our columns, for errors that say what to do next.
 
 
 @dataclass(frozen=True)
@@ -111,93 +106,40 @@ def _check_type(tag_column: str, type_: pa.DataType) -> None:
     )
 
 
-class Vocabulary:
-    """Tag strings in order of first appearance; a tag's id is its position in that order.
+@dataclass(frozen=True)
+class LocalBatch:
+    """Tag sets of one Arrow batch, with ids local to the batch.
 
-    Batches are mapped onto it with Arrow's hash kernels, in two steps so that the costly
-    one can run in a worker thread: ``index_in`` against the tags known at some point (one
-    hash per occurrence, no Python per tag; ~30% cheaper than ``dictionary_encode``: 42 vs
-    59 ms on 4.5M tags), then :meth:`encode`, batch after batch, which gives ids to what
-    the lookup missed (tags added since, or new ones) with ``dictionary_encode`` over those
-    occurrences only.
+    Attributes:
+        lengths: int64 tags per row (as sets: repeats and nulls not counted).
+        ids: int32 local tag ids, row after row; local id ``i`` is ``distinct[i]``.
+        distinct: the batch's tags in order of first appearance.
     """
 
-    def __init__(self) -> None:
-        self._chunks: list[pa.Array] = []
-        self._array: pa.Array | None = None
-        self._cast: dict[pa.DataType, pa.Array] = {}
-        self._size = 0
-
-    def __len__(self) -> int:
-        return self._size
-
-    def array(self, type_: pa.DataType = pa.large_string()) -> pa.Array:
-        """The tags as an array of ``type_`` (``string`` or ``large_string``)."""
-        if self._array is None:
-            chunks = [chunk.cast(pa.large_string()) for chunk in self._chunks]
-            self._array = pa.concat_arrays(chunks) if chunks else pa.array([], pa.large_string())
-            self._cast = {pa.large_string(): self._array}
-        if type_ not in self._cast:
-            self._cast[type_] = self._array.cast(type_)
-        return self._cast[type_]
-
-    def tags(self) -> tuple[str, ...]:
-        return tuple(self.array().to_pylist())
-
-    def seed(self, values: pa.Array) -> pa.Array:
-        """Make the tags of ``values`` the first ones; their ids, as ``index_in`` would give them.
-
-        The first batch is dictionary-encoded whole rather than looked up, so that the
-        batches looked up after it (ahead, in worker threads) already find its tags: on
-        the benchmark pool this does ~4 ms less work than seeding from a prefix.
-        """
-        encoded = pc.dictionary_encode(values)
-        self._add(encoded.dictionary)
-        return encoded.indices
-
-    def encode(self, values: pa.Array, found: pa.Array) -> np.ndarray:
-        """Ids (int32) of the non-null strings ``values``, adding tags not seen before.
-
-        ``found`` is ``pc.index_in(values, value_set=self.array(values.type))`` taken at any
-        earlier point (in any thread): the tags it misses were added since or are new.
-        """
-        if not found.null_count:
-            # Zero-copy (index_in gives int32): the common case of a batch without new tags.
-            return found.to_numpy()
-        ids = np.array(found.fill_null(-1).to_numpy(), dtype=np.int32)
-        missed = ids < 0
-        encoded = pc.dictionary_encode(values.filter(pa.array(missed)))
-        known = pc.index_in(encoded.dictionary, value_set=self.array(values.type)).fill_null(-1)
-        known = np.array(known.to_numpy(), dtype=np.int32)
-        new = known < 0
-        known[new] = self._size + np.arange(np.count_nonzero(new), dtype=np.int32)
-        self._add(encoded.dictionary.filter(pa.array(new)))
-        ids[missed] = known[encoded.indices.to_numpy(zero_copy_only=False)]
-        return ids
-
-    def _add(self, tags: pa.Array) -> None:
-        self._chunks.append(tags)
-        self._size += len(tags)
-        self._array = None
+    lengths: np.ndarray
+    ids: np.ndarray
+    distinct: pa.Array
 
 
-#: Batches looked up ahead in worker threads (``index_in`` runs without the GIL).
+#: Batches hashed ahead in worker threads (Arrow's hash kernels and most of numpy run
+#: without the GIL); memory holds at most this many batches more than the caller keeps.
 _LOOKAHEAD = max(1, min(4, pa.cpu_count()))
+#: Below this many rows a dataset is read as one batch (splitting it saves less than it costs).
+_MIN_SPLIT_ROWS = 32_768
 
 
-def iter_encoded_batches(
-    ds: AnyDataset, tag_column: str, vocabulary: Vocabulary, batch_size: int = BATCH_SIZE
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(lengths, tag_ids)`` per Arrow chunk, growing ``vocabulary`` as tags appear.
+def iter_local_batches(ds: AnyDataset, tag_column: str, batch_size: int = BATCH_SIZE) -> Iterator[LocalBatch]:
+    """Yield each Arrow batch's tag sets, hashed in worker threads, in row order.
+
+    Each batch is hashed on its own (one ``dictionary_encode``), so batches hash at once
+    on as many cores as there are; :func:`merge_vocabularies` then gives the batches one
+    vocabulary by looking up only their distinct tags (tens of thousands per batch, not
+    millions of occurrences).
 
     Args:
         ds: dataset to read (only ``tag_column`` is read).
         tag_column: list-of-strings column.
-        vocabulary: updated in place; new tags get the next id.
         batch_size: rows per Arrow batch.
-
-    Returns:
-        An iterator of int64 ``lengths`` (tags per row) and int32 ``tag_ids`` (row after row).
 
     Raises:
         MissingColumnError: the column does not exist.
@@ -205,41 +147,88 @@ def iter_encoded_batches(
     """
     require_column(ds, tag_column)
     # Reading one column instead of whole rows keeps the other columns' pages untouched.
-    reader = ds.select_columns([tag_column]).with_format("arrow")
-    # Chunks are encoded as they are: combining a batch that straddles two record batches
-    # of the Arrow file would copy it.
-    chunks = (chunk for batch in reader.iter(batch_size=batch_size) for chunk in _checked(batch, tag_column))
-    # The next chunks are hashed in worker threads while this one is finished here: on 2
-    # idle cores 1M rows read in ~60 ms instead of ~77 ms (no gain when the cores are busy).
+    if isinstance(ds, Dataset):
+        # Formatting to the column, rather than select_columns, builds no new table (whose
+        # set-up walks every record batch: ~5 ms on a 10M-row file of 1,000-row batches).
+        reader = ds.with_format("arrow", columns=[tag_column])
+    else:
+        reader = ds.select_columns([tag_column]).with_format("arrow")
+    if isinstance(ds, Dataset) and len(ds) > _MIN_SPLIT_ROWS:
+        # At least one batch per worker: a pool smaller than two batches would hash in one thread.
+        batch_size = min(batch_size, max(_MIN_SPLIT_ROWS, -(-len(ds) // _LOOKAHEAD)))
+    columns = (_checked(batch, tag_column) for batch in reader.iter(batch_size=batch_size))
     with ThreadPoolExecutor(max_workers=_LOOKAHEAD) as pool:
-        pending: deque[tuple[np.ndarray, pa.Array, Future | pa.Array]] = deque()
-        for chunk in chunks:
-            lengths, flat = _flatten(chunk)
-            if len(vocabulary):
-                found = pool.submit(pc.index_in, flat, value_set=vocabulary.array(flat.type))
-            else:
-                found = vocabulary.seed(flat)
-            pending.append((lengths, flat, found))
+        pending: deque[Future[LocalBatch]] = deque()
+        for column in columns:
+            pending.append(pool.submit(_encode_locally, column))
             if len(pending) > _LOOKAHEAD:
-                yield _encode(vocabulary, *pending.popleft())
+                yield pending.popleft().result()
         while pending:
-            yield _encode(vocabulary, *pending.popleft())
+            yield pending.popleft().result()
 
 
-def _checked(batch: pa.Table, tag_column: str) -> list[pa.Array]:
+def merge_vocabularies(distinct: list[pa.Array]) -> tuple[pa.Array, list[np.ndarray]]:
+    """One vocabulary for batches read in order, and each batch's local-to-global ids.
+
+    The batches' distinct tags, one after the other, are dictionary-encoded once: a tag's
+    global id is then its rank of first appearance over the whole column, since each
+    batch lists its tags in order of first appearance in it.
+
+    Args:
+        distinct: per batch, its tags (distinct, in order of first appearance).
+
+    Returns:
+        The vocabulary (``large_string``), and per batch an int32 array mapping local id
+        ``i`` to its global id.
+    """
+    if not distinct:
+        return pa.array([], pa.large_string()), []
+    types = {array.type for array in distinct}
+    if len(types) > 1:
+        distinct = [array.cast(pa.large_string()) for array in distinct]
+    encoded = pc.dictionary_encode(pa.chunked_array(distinct, distinct[0].type))
+    vocabulary = encoded.chunk(0).dictionary if encoded.num_chunks else pa.array([], pa.large_string())
+    indices = [chunk.indices.to_numpy() for chunk in encoded.chunks]
+    ids = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int32)
+    remaps = np.split(ids, np.cumsum([len(array) for array in distinct])[:-1])
+    return vocabulary.cast(pa.large_string()), remaps
+
+
+def _checked(batch: pa.Table, tag_column: str) -> pa.ChunkedArray:
     if tag_column not in batch.column_names:
         raise MissingColumnError(_missing_message(tag_column, batch.column_names), column=tag_column)
     column = batch.column(tag_column)
     _check_type(tag_column, column.type)
-    if column.num_chunks > 1 and len(column) < _MIN_CHUNK_ROWS * column.num_chunks:
-        # Files written by Dataset.map hold record batches of 1,000 rows: encoded one by
-        # one, the per-chunk cost (a hash table of the vocabulary, ~20 numpy calls) made
-        # reading 1M rows at 40K tags 7x slower (1.6 s vs 0.23 s) than copying them together.
-        return [column.combine_chunks()]
-    return column.chunks
+    return column
 
 
-def _flatten(column: pa.Array) -> tuple[np.ndarray, pa.Array]:
+def _encode_locally(column: pa.ChunkedArray) -> LocalBatch:
+    """The batch's tag sets with local ids (each row's repeats dropped).
+
+    One ``dictionary_encode`` over all the batch's chunks: files written by ``Dataset.map``
+    hold record batches of 1,000 rows, and a hash table per chunk, or combining the
+    chunks first (a copy of every string), made reading slower (10M rows: the copy alone
+    took 0.5 s).
+    """
+    lengths, flat = _flatten(column)
+    encoded = pc.dictionary_encode(flat)
+    if isinstance(encoded, pa.ChunkedArray):
+        # The chunks of a dictionary-encoded ChunkedArray share one dictionary.
+        distinct = encoded.chunk(0).dictionary if encoded.num_chunks else pa.array([], flat.type)
+        indices = [chunk.indices.to_numpy() for chunk in encoded.chunks]
+        ids = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int32)
+    else:
+        distinct, ids = encoded.dictionary, encoded.indices.to_numpy()
+    offsets = list_offsets(lengths)
+    repeated = _repeats(ids, offsets)
+    if repeated.size:
+        rows_hit = np.searchsorted(offsets, repeated, side="right") - 1
+        lengths = lengths - np.bincount(rows_hit, minlength=len(lengths))
+        ids = np.delete(ids, repeated)
+    return LocalBatch(lengths, ids, distinct)
+
+
+def _flatten(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array | pa.ChunkedArray]:
     """Tags per row (int64) and the non-null tags, row after row."""
     rows = len(column)
     if pa.types.is_null(column.type) or rows == 0:
@@ -247,24 +236,14 @@ def _flatten(column: pa.Array) -> tuple[np.ndarray, pa.Array]:
     flat = pc.list_flatten(column)
     if not flat.null_count:
         # Read from the list offsets: no pass over the occurrences.
-        return pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64), flat
+        return pc.list_value_length(column).fill_null(0).to_numpy().astype(np.int64), flat
+    # Null items: rare (our columns never hold them), so the chunks are combined to count
+    # each row's valid items with one list_parent_indices.
+    column = column.combine_chunks()
+    flat = pc.list_flatten(column)
     valid = flat.is_valid()
     parents = pc.list_parent_indices(column).filter(valid).to_numpy(zero_copy_only=False)
     return np.bincount(parents, minlength=rows).astype(np.int64), flat.filter(valid)
-
-
-def _encode(
-    vocabulary: Vocabulary, lengths: np.ndarray, flat: pa.Array, found: Future | pa.Array
-) -> tuple[np.ndarray, np.ndarray]:
-    """Tags per row and the rows' tag ids, one after the other, each row's repeats dropped."""
-    ids = vocabulary.encode(flat, found.result() if isinstance(found, Future) else found)
-    offsets = list_offsets(lengths)
-    repeated = _repeats(ids, offsets)
-    if repeated.size:
-        rows_hit = np.searchsorted(offsets, repeated, side="right") - 1
-        lengths = lengths - np.bincount(rows_hit, minlength=len(lengths))
-        ids = np.delete(ids, repeated)
-    return lengths, ids
 
 
 #: Rows checked for repeats at a time: the check's uint64 temporaries then stay in cache
@@ -377,13 +356,18 @@ def read_tag_sets(ds: AnyDataset, tag_column: str, batch_size: int = BATCH_SIZE)
         >>> ts.lengths.tolist(), ts.vocabulary
         ([2, 0], ('a', 'b'))
     """
-    vocabulary = Vocabulary()
-    all_lengths, all_ids = [], []
-    for lengths, ids in iter_encoded_batches(ds, tag_column, vocabulary, batch_size):
-        all_lengths.append(lengths)
-        all_ids.append(ids)
-    lengths = np.concatenate(all_lengths) if all_lengths else np.zeros(0, dtype=np.int64)
+    batches = list(iter_local_batches(ds, tag_column, batch_size))
+    vocabulary, remaps = merge_vocabularies([batch.distinct for batch in batches])
+    lengths = np.concatenate([batch.lengths for batch in batches]) if batches else np.zeros(0, dtype=np.int64)
     offsets = list_offsets(lengths)
-    tag_ids = np.concatenate(all_ids) if all_ids else np.zeros(0, dtype=np.int32)
+    tag_ids = np.empty(int(offsets[-1]), dtype=np.int32)
+    starts = np.cumsum([0] + [batch.ids.size for batch in batches])
+
+    def to_global(i: int) -> None:
+        # Written in place (mode="clip": numpy buffers out= under the default "raise").
+        np.take(remaps[i], batches[i].ids, out=tag_ids[starts[i] : starts[i + 1]], mode="clip")
+
+    with ThreadPoolExecutor(max_workers=_LOOKAHEAD) as pool:
+        list(pool.map(to_global, range(len(batches))))
     logger.debug("read %d rows, %d tag occurrences, %d tags", len(lengths), len(tag_ids), len(vocabulary))
-    return TagSets(offsets=offsets, tag_ids=tag_ids, vocabulary=vocabulary.tags())
+    return TagSets(offsets=offsets, tag_ids=tag_ids, vocabulary=tuple(vocabulary.to_pylist()))

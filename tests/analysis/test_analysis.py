@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -138,6 +139,33 @@ def test_rows_read_as_python_sets_with_repeats_nulls_and_many_batches():
     assert ts.vocabulary == tuple(dict.fromkeys(tag for row in sets for tag in row))
     decoded = [[ts.vocabulary[i] for i in ts.tag_ids[ts.offsets[r] : ts.offsets[r + 1]]] for r in range(ts.rows)]
     assert decoded == sets
+
+
+def test_batches_of_many_record_batches_read_as_python_sets(tmp_path):
+    # Dataset.map writes record batches of writer_batch_size rows: one Arrow batch then
+    # spans many chunks, hashed together; whole batches without tags, and null items
+    # inside a many-chunk batch, must keep every id in order of first appearance.
+    rows: list[list[str | None] | None] = (
+        [["x", "y", "x"], None, ["y"], [], ["z", None, "w", "z"]] * 7 + [[]] * 20 + [["v", "x"], ["u"]] * 5
+    )
+    features = Features({"t": List(Value("string"))})
+    source = Dataset.from_dict({"t": [[]] * len(rows)}, features=features)
+    mapped = source.map(
+        lambda _, i: {"t": rows[i]},
+        with_indices=True,
+        features=features,
+        writer_batch_size=3,
+        cache_file_name=str(tmp_path / "mapped.arrow"),
+    )
+    assert mapped.data.column("t").num_chunks > 10
+    sets = [list(dict.fromkeys(tag for tag in row or [] if tag is not None)) for row in rows]
+    for batch_size in (4, 16, 1000):
+        ts = read_tag_sets(mapped, "t", batch_size=batch_size)
+        assert ts.vocabulary == tuple(dict.fromkeys(tag for row in sets for tag in row))
+        decoded = [[ts.vocabulary[i] for i in ts.tag_ids[ts.offsets[r] : ts.offsets[r + 1]]] for r in range(ts.rows)]
+        assert decoded == sets
+    counts = Counter(tag for row in sets for tag in row)
+    assert dict(instag_hf.analyze(mapped, tag_column="t").tag_counts) == counts
 
 
 def test_large_list_and_large_string_columns_read_the_same(ds):
