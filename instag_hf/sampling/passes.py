@@ -19,20 +19,42 @@ import numpy as np
 from instag_hf.analysis.tagsets import TagSets, list_offsets, row_ranges
 
 
-def base_order(rows: int, rng: np.random.Generator | None) -> np.ndarray:
-    """Original row order, or a seeded permutation: the tie-break of every later sort."""
-    return np.arange(rows, dtype=np.int64) if rng is None else rng.permutation(rows).astype(np.int64)
+def base_order(rows: int, rng: np.random.Generator | None) -> np.ndarray | None:
+    """The tie-break of every later sort: a seeded permutation, or None for the original row order.
+
+    None rather than ``arange(rows)``: the sorts then index ``key`` directly, which on 10M
+    rows saves three 80 MB arrays (the range, ``key[order]`` and ``order[...]``).
+    """
+    return None if rng is None else rng.permutation(rows).astype(np.int64)
 
 
-def sort_by(order: np.ndarray, key: np.ndarray) -> np.ndarray:
-    """``order`` stably sorted by ``key[order]`` ascending (ties keep their place in ``order``)."""
-    values = key[order]
-    if values.size and np.issubdtype(values.dtype, np.integer):
+def rows_where(order: np.ndarray | None, mask: np.ndarray) -> np.ndarray:
+    """Row ids where ``mask`` holds, in ``order`` (None: row order)."""
+    return np.flatnonzero(mask) if order is None else order[mask[order]]
+
+
+def sort_by(order: np.ndarray | None, key: np.ndarray, descending: bool = False) -> np.ndarray:
+    """Row ids of ``order`` (None: all rows in row order) stably sorted by ``key`` of each row.
+
+    Ascending, or with ``descending`` from the largest key down; ties keep their place in
+    ``order``.
+    """
+    values = key if order is None else key[order]
+    if values.size and np.issubdtype(values.dtype, np.integer) and int(values.max()) - int(values.min()) < 2**16:
+        # numpy's stable sort is a linear-time radix sort for keys of 16 bits or less, one
+        # pass per byte (tag counts are small: 10M rows sort in 0.12 s as uint8, 0.18 s as
+        # uint16). The small key is written directly, without an int64 temporary.
         low, high = int(values.min()), int(values.max())
-        if high - low < 2**16:
-            # numpy's stable sort is a linear-time radix sort for 16-bit keys (tag counts are small).
-            values = (values - low).astype(np.uint16)
-    return order[np.argsort(values, kind="stable")]
+        small = np.empty(values.size, dtype=np.uint8 if high - low < 2**8 else np.uint16)
+        if descending:
+            np.subtract(high, values, out=small, casting="unsafe")
+        else:
+            np.subtract(values, low, out=small, casting="unsafe")
+        values = small
+    elif descending:
+        values = -values
+    positions = np.argsort(values, kind="stable")
+    return positions if order is None else order[positions]
 
 
 def gather(ts: TagSets, rows: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ from instag_hf.sampling.passes import (
     covering_passes,
     frequency_core_vocabulary,
     gather,
+    rows_where,
     sort_by,
     steer_to_mean,
 )
@@ -221,10 +222,11 @@ def _select(ts: TagSets, request: SamplingRequest) -> tuple[np.ndarray, int | No
     notes: list[str] = []
     passes: int | None = None
     if request.strategy == "complexity":
-        picked = sort_by(order[lengths[order] > 0], -lengths)[:n]
+        picked = sort_by(rows_where(order, lengths > 0), lengths, descending=True)[:n]
+    elif request.strategy == "instag":
+        picked, passes = covering_passes(ts, sort_by(order, lengths, descending=True), n)
     else:
-        pass_order = sort_by(order, -lengths) if request.strategy == "instag" else order
-        picked, passes = covering_passes(ts, pass_order, n)
+        picked, passes = covering_passes(ts, np.arange(ts.rows, dtype=np.int64) if order is None else order, n)
     if picked.size < n:
         notes.append(
             f"Only {picked.size} of the requested {n} rows could be selected: the pool has {tagged} rows "
@@ -234,7 +236,7 @@ def _select(ts: TagSets, request: SamplingRequest) -> tuple[np.ndarray, int | No
     return picked, passes, notes
 
 
-def _controlled(ts: TagSets, request: SamplingRequest, order: np.ndarray) -> tuple[np.ndarray, int, list[str]]:
+def _controlled(ts: TagSets, request: SamplingRequest, order: np.ndarray | None) -> tuple[np.ndarray, int, list[str]]:
     n, lengths, vocab_size = request.n, ts.lengths, len(ts.vocabulary)
     notes: list[str] = []
     coverage = 1.0 if request.target_coverage is None else float(request.target_coverage)
@@ -247,7 +249,7 @@ def _controlled(ts: TagSets, request: SamplingRequest, order: np.ndarray) -> tup
         inside = lengths > 0
     else:
         _, inside = frequency_core_vocabulary(ts, target_tags)
-    candidates = order[inside[order]]
+    candidates = rows_where(order, inside)
     if candidates.size < n:
         inside_what = (
             "have tags"
@@ -257,7 +259,7 @@ def _controlled(ts: TagSets, request: SamplingRequest, order: np.ndarray) -> tup
         notes.append(f"Only {candidates.size} rows {inside_what}; returning those instead of {n}.")
     mean = request.target_mean_tags
     if mean is None:
-        picked, passes = covering_passes(ts, sort_by(candidates, -lengths), n)
+        picked, passes = covering_passes(ts, sort_by(candidates, lengths, descending=True), n)
     else:
         core, passes = covering_passes(ts, sort_by(candidates, np.abs(lengths - mean)), n, max_passes=1)
         rest = candidates[np.isin(candidates, core, assume_unique=True, invert=True)]

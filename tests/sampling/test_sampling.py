@@ -123,6 +123,18 @@ def test_covering_passes_equal_the_plain_set_algorithm_past_the_first_blocks(lat
     assert (got.tolist(), passes) == reference(tag_sets, order.tolist(), n)
 
 
+def test_sort_by_is_a_stable_sort_of_the_key_in_the_given_order():
+    rng = np.random.default_rng(3)
+    for span in (3, 300, 70_000):  # uint8 and uint16 radix keys, and a plain int64 sort
+        key = rng.integers(-span // 2, span // 2 + 1, 500)
+        for order in (None, rng.permutation(500), rng.permutation(500)[:200]):
+            rows = list(range(500)) if order is None else order.tolist()
+            assert sort_by(order, key).tolist() == sorted(rows, key=lambda r: key[r])
+            assert sort_by(order, key, descending=True).tolist() == sorted(rows, key=lambda r: -key[r])
+            floats = np.abs(key - 0.5)
+            assert sort_by(order, floats, descending=True).tolist() == sorted(rows, key=lambda r: -floats[r])
+
+
 def test_row_positions_follow_the_dataset_through_an_indices_mapping():
     rows = random_tag_lists(np.random.default_rng(3), 200, 15, 5)
     shuffled = make(rows).shuffle(seed=0)
