@@ -76,7 +76,7 @@ def require_column(ds: AnyDataset, tag_column: str) -> None:
     """Raise :class:`MissingColumnError` when ``tag_column`` is known to be absent.
 
     An ``IterableDataset`` may not know its columns before reading; then the first batch
-    is checked instead (see :func:`iter_encoded_batches`).
+    is checked instead (see :func:`iter_local_batches`).
     """
     if isinstance(ds, (DatasetDict, IterableDatasetDict)):
         raise ConfigurationError(
