@@ -187,11 +187,20 @@ def merge_vocabularies(distinct: list[pa.Array]) -> tuple[pa.Array, list[np.ndar
     if len(types) > 1:
         distinct = [array.cast(pa.large_string()) for array in distinct]
     encoded = pc.dictionary_encode(pa.chunked_array(distinct, distinct[0].type))
-    vocabulary = encoded.chunk(0).dictionary if encoded.num_chunks else pa.array([], pa.large_string())
+    vocabulary = _dictionary(encoded, pa.large_string())
     indices = [chunk.indices.to_numpy() for chunk in encoded.chunks]
     ids = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int32)
     remaps = np.split(ids, np.cumsum([len(array) for array in distinct])[:-1])
     return vocabulary.cast(pa.large_string()), remaps
+
+
+def _dictionary(encoded: pa.ChunkedArray, type_: pa.DataType) -> pa.Array:
+    """The dictionary every chunk of a dictionary-encoded ChunkedArray indexes into.
+
+    Arrow gives all chunks the one dictionary of the whole array; the last chunk's is taken,
+    which holds every value even if earlier chunks were ever given only a prefix of it.
+    """
+    return encoded.chunk(encoded.num_chunks - 1).dictionary if encoded.num_chunks else pa.array([], type_)
 
 
 def _checked(batch: pa.Table, tag_column: str) -> pa.ChunkedArray:
@@ -213,8 +222,7 @@ def _encode_locally(column: pa.ChunkedArray) -> LocalBatch:
     lengths, flat = _flatten(column)
     encoded = pc.dictionary_encode(flat)
     if isinstance(encoded, pa.ChunkedArray):
-        # The chunks of a dictionary-encoded ChunkedArray share one dictionary.
-        distinct = encoded.chunk(0).dictionary if encoded.num_chunks else pa.array([], flat.type)
+        distinct = _dictionary(encoded, flat.type)
         indices = [chunk.indices.to_numpy() for chunk in encoded.chunks]
         ids = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int32)
     else:
