@@ -25,7 +25,7 @@ import pytest
 import instag_hf
 from instag_hf import Tagger
 from instag_hf.errors import AuthenticationError, ConfigurationError, EndpointError
-from instag_hf.local_vllm import SERVED_MODEL_NAME, check_cpu, start_vllm
+from instag_hf.local_vllm import SERVED_MODEL_NAME, check_cpu, serving_dtype, start_vllm
 from instag_hf.tagging.dialects import VLLM
 from tests.conftest import VLLM_API_KEY
 from tests.test_cli import assert_ok, assert_one_line_error, invoke, make_rows, write_jsonl
@@ -239,3 +239,12 @@ def test_a_cpu_without_avx2_is_refused_with_the_fallback_named():
     check_cpu("fp asimd", "aarch64")
     with pytest.raises(ConfigurationError, match=r"no AVX2.*--server llamacpp"):
         check_cpu("fpu sse sse2 sse4_2 avx", "x86_64")
+
+
+def test_bf16_is_served_only_where_the_cpu_computes_in_it():
+    assert serving_dtype("fpu avx2 fma avx512f avx512_bf16", "x86_64") == "bfloat16"
+    assert serving_dtype("fpu avx2 fma amx_bf16 amx_tile", "x86_64") == "bfloat16"
+    assert serving_dtype("fpu avx2 fma avx512f avx512bw", "x86_64") == "float32"  # AVX-512 without BF16
+    assert serving_dtype("fpu avx2 fma", "x86_64") == "float32"
+    assert serving_dtype("fp asimd bf16 i8mm", "aarch64") == "bfloat16"
+    assert serving_dtype("fp asimd", "aarch64") == "float32"
