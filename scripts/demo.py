@@ -18,9 +18,9 @@
 SmolLM2-135M is tiny: its tags are often generic (it likes to repeat the prompt's examples
 "Spelling and Grammar Check" and "Cosplay"), which is what a 135M model can do. The demo
 shows the machinery; point ``instag run --endpoint`` at a real TGI server for real tags.
-On 2 CPU cores vLLM generates ~460 tokens/s over many requests at once where the CPU has
-bf16 (100 queries in about a minute), 110-160 tokens/s in float32 where it has only AVX2
-(about 4 minutes); llama.cpp answers one at a time at ~22 tokens/s (about 10 minutes).
+On 2 CPU cores vLLM generated ~460 tokens/s over many requests at once on the machine of
+the README's figures (100 queries in about a minute) and 110-160 tokens/s in float32 on an
+AVX2-only one (a few minutes); llama.cpp answers one at a time at ~22 tokens/s (about 10 minutes).
 The last line gives each stage's wall time.
 """
 
