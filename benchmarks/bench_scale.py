@@ -169,8 +169,8 @@ def cpu_seconds() -> float:
 
     On a shared machine wall time follows the load; CPU time much less so.
     """
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own_cpu_seconds() + children.ru_utime + children.ru_stime
 
 
 def own_cpu_seconds() -> float:

@@ -25,6 +25,7 @@ distribution named ``vllm`` and fails), which compiles its kernels for about two
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 import logging
 import os
@@ -107,6 +108,15 @@ class VllmInstall:
         ]
 
 
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    """The words of ``/proc/cpuinfo`` (its feature flags among them); empty where it cannot be read."""
+    try:
+        return frozenset(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return frozenset()
+
+
 def serving_dtype(flags: str | None = None, machine: str | None = None) -> str:
     """``bfloat16`` where the CPU computes in it natively, else ``float32``.
 
@@ -121,12 +131,7 @@ def serving_dtype(flags: str | None = None, machine: str | None = None) -> str:
         machine: ``platform.machine()`` (default: this machine's).
     """
     machine = machine or platform.machine()
-    if flags is None:
-        try:
-            flags = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            flags = ""
-    words = set(flags.split())
+    words = _cpu_flags() if flags is None else frozenset(flags.split())
     if machine in ("x86_64", "AMD64"):
         native = bool(words & {"avx512_bf16", "amx_bf16"})
     else:
@@ -148,11 +153,12 @@ def check_cpu(flags: str | None = None, machine: str | None = None) -> None:
     if machine not in ("x86_64", "AMD64"):
         return  # aarch64, ppc64le and s390x builds choose their own kernels
     if flags is None:
-        try:
-            flags = Path("/proc/cpuinfo").read_text()
-        except OSError:
+        words = _cpu_flags()
+        if not words:
             return  # no way to tell: vLLM will say it itself
-    if "avx2" not in flags.split():
+    else:
+        words = frozenset(flags.split())
+    if "avx2" not in words:
         raise ConfigurationError(
             "This CPU has no AVX2, which vLLM's CPU build needs: tag with llama.cpp instead "
             "(`make demo DEMO_SERVER=llamacpp`, `scripts/demo.py --server llamacpp`)"

@@ -151,11 +151,11 @@ def iter_local_batches(ds: AnyDataset, tag_column: str, batch_size: int = BATCH_
         # Formatting to the column, rather than select_columns, builds no new table (whose
         # set-up walks every record batch: ~5 ms on a 10M-row file of 1,000-row batches).
         reader = ds.with_format("arrow", columns=[tag_column])
+        if len(ds) > _MIN_SPLIT_ROWS:
+            # At least one batch per worker: a pool smaller than two batches would hash in one thread.
+            batch_size = min(batch_size, max(_MIN_SPLIT_ROWS, -(-len(ds) // _LOOKAHEAD)))
     else:
         reader = ds.select_columns([tag_column]).with_format("arrow")
-    if isinstance(ds, Dataset) and len(ds) > _MIN_SPLIT_ROWS:
-        # At least one batch per worker: a pool smaller than two batches would hash in one thread.
-        batch_size = min(batch_size, max(_MIN_SPLIT_ROWS, -(-len(ds) // _LOOKAHEAD)))
     columns = (_checked(batch, tag_column) for batch in reader.iter(batch_size=batch_size))
     with ThreadPoolExecutor(max_workers=_LOOKAHEAD) as pool:
         pending: deque[Future[LocalBatch]] = deque()
@@ -188,9 +188,7 @@ def merge_vocabularies(distinct: list[pa.Array]) -> tuple[pa.Array, list[np.ndar
         distinct = [array.cast(pa.large_string()) for array in distinct]
     encoded = pc.dictionary_encode(pa.chunked_array(distinct, distinct[0].type))
     vocabulary = _dictionary(encoded, pa.large_string())
-    indices = [chunk.indices.to_numpy() for chunk in encoded.chunks]
-    ids = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int32)
-    remaps = np.split(ids, np.cumsum([len(array) for array in distinct])[:-1])
+    remaps = np.split(_indices(encoded), np.cumsum([len(array) for array in distinct])[:-1])
     return vocabulary.cast(pa.large_string()), remaps
 
 
@@ -201,6 +199,12 @@ def _dictionary(encoded: pa.ChunkedArray, type_: pa.DataType) -> pa.Array:
     which holds every value even if earlier chunks were ever given only a prefix of it.
     """
     return encoded.chunk(encoded.num_chunks - 1).dictionary if encoded.num_chunks else pa.array([], type_)
+
+
+def _indices(encoded: pa.ChunkedArray) -> np.ndarray:
+    """The int32 indices of a dictionary-encoded ChunkedArray, all chunks one after the other."""
+    indices = [chunk.indices.to_numpy() for chunk in encoded.chunks]
+    return np.concatenate(indices) if indices else np.zeros(0, dtype=np.int32)
 
 
 def _checked(batch: pa.Table, tag_column: str) -> pa.ChunkedArray:
@@ -222,9 +226,7 @@ def _encode_locally(column: pa.ChunkedArray) -> LocalBatch:
     lengths, flat = _flatten(column)
     encoded = pc.dictionary_encode(flat)
     if isinstance(encoded, pa.ChunkedArray):
-        distinct = _dictionary(encoded, flat.type)
-        indices = [chunk.indices.to_numpy() for chunk in encoded.chunks]
-        ids = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int32)
+        distinct, ids = _dictionary(encoded, flat.type), _indices(encoded)
     else:
         distinct, ids = encoded.dictionary, encoded.indices.to_numpy()
     offsets = list_offsets(lengths)
